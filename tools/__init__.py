@@ -1,0 +1,1 @@
+"""Technician tools (build, provision, flash) and the `hcp` command-line entry point."""
