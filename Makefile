@@ -14,7 +14,7 @@ all: test
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $@
 
 $(NPMSTAMP): package.json package-lock.json
