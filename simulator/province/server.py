@@ -1,0 +1,314 @@
+"""The reference province as an aiohttp application, started in-process or in a thread.
+
+Request pipeline for the profile's upload path, in this order (each step may answer and stop):
+
+1. outage window active → 503 + Retry-After (counted ``fault:outage``)
+2. over the rate limit → 429 + Retry-After (``fault:rate_limited``)
+3. latency, then the body is read and the random faults drawn
+4. fail → 500 (``fault:fail``); timeout → hold, then 504 (``fault:timeout``); nothing stored
+5. authentication, Idempotency-Key, Content-Type, parsing, validation → rejection in the
+   profile's reply shape (``rejected:<reason>``)
+6. store: accepted / duplicate (success) / idempotency_conflict / duplicate_assessment
+7. drop → the connection is closed without a reply, after the record is committed
+   (``fault:drop``)
+
+Test endpoints (no authentication): ``GET /_health``, ``GET /_stats``, ``GET /_records``
+(ID numbers and names masked; the SQLite file holds them in full).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import idcodes
+from .auth import Authenticator
+from .faults import FaultPlan, retry_after
+from .fields import Rejection
+from .profiles import Profile, Reply, get_profile
+from .signing import HEADER_IDEMPOTENCY
+from .store import Store
+
+log = logging.getLogger("simulator.province")
+
+_KEY_RE = re.compile(r"[!-~]{1,128}")
+_MAX_BODY = 256 * 1024
+
+STORE_KEY = web.AppKey("store", Store)
+STATE_KEY = web.AppKey("state", object)
+
+
+@dataclass
+class ServerConfig:
+    """Everything `hcp province serve` can set; defaults are a fault-free, open server."""
+
+    profile: str = "gbt39046-json"
+    db: str | Path = "province.sqlite3"
+    host: str = "127.0.0.1"
+    port: int = 0
+    auth: str = "none"
+    token: str | None = None
+    app_id: str | None = None
+    secret: str | None = None
+    sign_alg: str = "sha256"
+    auth_window_s: int = 300
+    fail_rate: float = 0.0
+    timeout_rate: float = 0.0
+    drop_response_rate: float = 0.0
+    latency_ms: int = 0
+    outages: list[tuple[float, float]] = field(default_factory=list)
+    rate_limit: int = 0
+    seed: int | None = None
+    hold_s: float = 30.0
+
+
+class _State:
+    """Per-app objects the handlers share."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.profile: Profile = get_profile(config.profile)
+        self.auth = Authenticator(config.auth, token=config.token, app_id=config.app_id,
+                                  secret=config.secret, sign_alg=config.sign_alg,
+                                  window_s=config.auth_window_s)
+        self.faults = FaultPlan(fail_rate=config.fail_rate, timeout_rate=config.timeout_rate,
+                                drop_response_rate=config.drop_response_rate,
+                                latency_ms=config.latency_ms, outages=tuple(config.outages),
+                                rate_limit=config.rate_limit, seed=config.seed,
+                                hold_s=config.hold_s)
+        self.store = Store(config.db)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+          ) -> web.Response:
+    return web.Response(status=status, headers=headers,
+                        text=json.dumps(body, ensure_ascii=False),
+                        content_type="application/json", charset="utf-8")
+
+
+def _fault(state: _State, kind: str, status: int, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    state.store.count(f"fault:{kind}")
+    log.info("fault %s -> HTTP %d", kind, status)
+    return _json(status, {"error": kind, "message": message},
+                 {**(headers or {}), "X-Fault": kind})
+
+
+def _reply(reply: Reply, result: str, reason: str | None = None) -> web.Response:
+    headers = {"X-Result": result}
+    if reason:
+        headers["X-Reject-Reason"] = reason
+    return _json(reply.status, reply.body, headers)
+
+
+def _check_content_type(request: web.Request, profile: Profile) -> None:
+    charset = (request.charset or "utf-8").lower().replace("-", "")
+    if request.content_type != profile.content_type:
+        raise Rejection("bad_content_type", f"Content-Type 应为 {profile.content_type} "
+                                            f"(Content-Type must be {profile.content_type})")
+    if charset != "utf8":
+        raise Rejection("bad_encoding", "字符集须为UTF-8 (charset must be UTF-8)")
+
+
+def _check_key(request: web.Request) -> str:
+    key = request.headers.get(HEADER_IDEMPOTENCY)
+    if key is None or not key.strip():
+        raise Rejection("missing_idempotency_key",
+                        f"缺少 {HEADER_IDEMPOTENCY} 请求头（评价的全局编号）"
+                        f"(missing {HEADER_IDEMPOTENCY} header: the rating's global id)")
+    if not _KEY_RE.fullmatch(key):
+        raise Rejection("bad_idempotency_key", f"{HEADER_IDEMPOTENCY} 须为1–128位可见ASCII字符 "
+                                               "(1-128 printable ASCII characters, no spaces)")
+    return key
+
+
+async def handle_upload(request: web.Request) -> web.StreamResponse:
+    """POST of one rating under the configured profile (pipeline in the module docstring)."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    faults, profile, store = state.faults, state.profile, state.store
+
+    remaining = faults.outage_remaining()
+    if remaining > 0:
+        return _fault(state, "outage", 503, "省平台维护中，请稍后重试 (province unavailable, retry later)",
+                      {"Retry-After": retry_after(remaining)})
+    if faults.rate_limited():
+        return _fault(state, "rate_limited", 429, "请求过于频繁 (too many requests)",
+                      {"Retry-After": retry_after(1.0)})
+    if faults.latency_s:
+        await asyncio.sleep(faults.latency_s)
+    body = await request.read()
+    draw = faults.draw()
+    if draw.fail:
+        return _fault(state, "fail", 500, "省平台内部错误 (injected server error)")
+    if draw.timeout:
+        store.count("fault:timeout")
+        log.info("fault timeout: holding %.1f s", faults.hold_s)
+        # The client normally gives up first; aiohttp then cancels this handler.
+        await asyncio.sleep(faults.hold_s)
+        return _json(504, {"error": "timeout", "message": "处理超时 (injected timeout)"},
+                     {"X-Fault": "timeout"})
+
+    try:
+        state.auth.check(request.headers, body)
+        key = _check_key(request)
+        _check_content_type(request, profile)
+        fields = profile.parse(body)
+        rating = profile.validate(fields, time.time())
+        outcome = store.accept(key, profile.name, rating)
+        if outcome == "duplicate_assessment":
+            raise Rejection("duplicate_assessment",
+                            f"办件 {rating.project_no} 第{rating.assess_number}次评价已存在（一次一评）"
+                            f"(case already rated for assessNumber {rating.assess_number})",
+                            kind="conflict")
+        if outcome == "idempotency_conflict":
+            raise Rejection("idempotency_conflict",
+                            f"{HEADER_IDEMPOTENCY} 已用于内容不同的评价 (same key was accepted "
+                            "with different content; retries must resend the same rating)",
+                            kind="conflict")
+    except Rejection as rej:
+        store.count(f"rejected:{rej.reason}")
+        log.info("rejected %s", rej.reason)
+        return _reply(profile.reject(rej), "rejected", rej.reason)
+
+    log.info("%s key=%s project=%s#%d level=%d", outcome, key, rating.project_no,
+             rating.assess_number, rating.gb_level)
+    if draw.drop:
+        store.count("fault:drop")
+        log.info("fault drop: %s stored, closing the connection without a reply", key)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return web.Response(status=200)  # never written: the transport is gone
+    return _reply(profile.success(outcome, key), outcome)
+
+
+async def handle_stats(request: web.Request) -> web.Response:
+    """Counters as JSON; by_level in GB/T 39046 A.8 codes."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    return _json(200, {"profile": state.profile.name, **state.store.stats()})
+
+
+async def handle_records(request: web.Request) -> web.Response:
+    """Accepted records keyed by idempotency key, personal fields masked."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    records = state.store.records()
+    for record in records.values():
+        fields = record["fields"]
+        for name in state.profile.sensitive:
+            if isinstance(fields.get(name), str):
+                masker = idcodes.mask_name if name in ("userName", "rater") else idcodes.mask_id
+                fields[name] = masker(fields[name])
+    return _json(200, {"profile": state.profile.name, "count": len(records), "records": records})
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """Liveness and which profile/path this server speaks."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    return _json(200, {"ok": True, "profile": state.profile.name, "path": state.profile.path,
+                       "auth": state.auth.mode})
+
+
+def build_app(config: ServerConfig) -> web.Application:
+    """The aiohttp application for `config` (opens the SQLite store)."""
+    state = _State(config)
+    app = web.Application(client_max_size=_MAX_BODY)
+    app[STATE_KEY] = state
+    app.router.add_post(state.profile.path, handle_upload)
+    app.router.add_get("/_stats", handle_stats)
+    app.router.add_get("/_records", handle_records)
+    app.router.add_get("/_health", handle_health)
+
+    async def close_store(_app: web.Application) -> None:
+        state.store.close()
+
+    app.on_cleanup.append(close_store)
+    return app
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start_server(config: ServerConfig) -> tuple[web.AppRunner, str]:
+    """Start listening; return the runner (call `await runner.cleanup()` to stop) and base URL."""
+    app = build_app(config)
+    # handler_cancellation: a client that times out on a held request frees it at once.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = runner.addresses[0][1]
+    app[STATE_KEY].faults.restart_clock()  # type: ignore[attr-defined]
+    return runner, _url(config.host, port)
+
+
+class running_server:
+    """Context manager: the server on its own event loop in a background thread.
+
+    >>> with running_server(ServerConfig(profile="sd-epoint-json", db=path)) as srv:
+    ...     post(srv.upload_url, ...)
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.url = ""
+        self.upload_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> "running_server":
+        self._thread = threading.Thread(target=self._run, name="province-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        if not self.url:
+            raise RuntimeError("province server did not start within 30 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server and wait for its thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            runner, url = await start_server(self.config)
+        except BaseException as exc:  # reported to __enter__ in the caller's thread
+            self._error = exc
+            self._ready.set()
+            return
+        self.url = url
+        self.upload_url = url + get_profile(self.config.profile).path
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
