@@ -1,0 +1,1 @@
+"""Evaluator firmware (MicroPython)."""
