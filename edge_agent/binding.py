@@ -1,0 +1,194 @@
+"""Storing device records and binding them to cases. Runs inside the writer's transaction.
+
+Rules (the README has the table):
+
+* invite_id != 0 and the invitation exists (even expired or superseded: the device accepted the
+  press while it showed that invitation) -> bound to the invitation's case, `binding='invitation'`.
+* invite_id != 0, invitation unknown -> unbound, `unknown_invitation`; an invitation that belongs to
+  another device -> unbound, `invitation_device_mismatch`. Never re-guessed as unsolicited.
+* invite_id == 0 (unsolicited) -> the latest UNRATED case of the device's window finished within
+  `binding_window_s` before the press, `binding='inferred'`; none -> unbound `no_case`, and each
+  case intake re-checks such presses (`bind_late`, `binding='late_case'`).
+* A case takes one rating per assessNumber: a press for an already rated case is kept, unbound,
+  `case_already_rated`, listed and never uploaded.
+* A level outside 1..5 is kept, unbound, `invalid_level`; a device not in the config,
+  `unknown_device`.
+
+Only bound ratings get an outbox job, written in the same transaction as the binding. 差评
+(level 4/5) get one alert row per configured target at ingest, and another when a late case binds.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+FLAG_CLOCK_UNSYNCED = 1
+FLAG_REASON_TIMEOUT = 2
+FLAG_TOO_FAST = 4
+FLAG_UNSOLICITED = 8
+FLAG_TIME_CORRECTED = 16
+
+LEVEL_NAMES = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
+
+# clock skew allowed between the business system, the agent and a synced device
+SKEW_S = 60
+
+
+@dataclass(frozen=True)
+class BindContext:
+    """What binding needs from the config, without the config object (plain data for the thread)."""
+    hall_code: str
+    device_windows: dict[int, str]
+    binding_window_s: int
+    alert_targets: tuple[str, ...]
+    window_names: dict[str, str]
+
+
+def global_id(hall_code: str, device_id: int, rseq: int) -> str:
+    """The rating's global id and upstream idempotency key."""
+    return f"{hall_code}-{device_id}-{rseq}"
+
+
+def _assess_time(rec: Any, received_at: float) -> tuple[float, str]:
+    flags = int(rec.flags)
+    if flags & FLAG_CLOCK_UNSYNCED and not flags & FLAG_TIME_CORRECTED:
+        # device seconds since boot are no wall time; the agent's receipt time is the best bound
+        return received_at, "agent"
+    return float(rec.time), "device"
+
+
+def store_records(db: sqlite_utils.Database, ctx: BindContext, device_id: int, records: list,
+                  received_at: float) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Insert records (UNIQUE(device_id, rseq)), bind the new ones, write outbox and alert rows.
+
+    Returns (new rseqs, duplicate rseqs, rating ids with an outbox job, rating ids with alerts).
+    """
+    new, dups, queued, alerted = [], [], [], []
+    window = ctx.device_windows.get(device_id)
+    for rec in records:
+        rseq = int(rec.rseq)
+        assess_time, source = _assess_time(rec, received_at)
+        reasons = [int(r) for r in (rec.reasons or ())]
+        cur = db.execute(
+            "INSERT OR IGNORE INTO ratings(device_id, rseq, global_id, device_time, assess_time,"
+            " time_source, received_at, invite_id, cat_version, level, flags, reasons, window,"
+            " binding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, 'unbound')",
+            (device_id, rseq, global_id(ctx.hall_code, device_id, rseq), int(rec.time),
+             assess_time, source, received_at, int(rec.invite_id), int(rec.cat_version),
+             int(rec.level), int(rec.flags), json.dumps(reasons), window))
+        if cur.rowcount == 0:
+            dups.append(rseq)
+            continue
+        new.append(rseq)
+        rating_id = cur.lastrowid
+        if _bind_new(db, ctx, rating_id, device_id, window, rec, received_at):
+            queued.append(rating_id)
+        if 4 <= int(rec.level) <= 5 and ctx.alert_targets:
+            _add_alerts(db, ctx, rating_id, "bad_rating", received_at)
+            alerted.append(rating_id)
+    return new, dups, queued, alerted
+
+
+def _bind_new(db, ctx: BindContext, rating_id: int, device_id: int, window: str | None, rec: Any,
+              now: float) -> bool:
+    level, invite_id = int(rec.level), int(rec.invite_id)
+    if window is None:
+        return _unbound(db, rating_id, "unknown_device")
+    if not 1 <= level <= 5:
+        return _unbound(db, rating_id, "invalid_level")
+    if invite_id:
+        inv = db.execute("SELECT case_id, device_id FROM invitations WHERE invite_id = ?",
+                         (invite_id,)).fetchone()
+        if inv is None:
+            return _unbound(db, rating_id, "unknown_invitation")
+        if inv[1] is not None and inv[1] != device_id:
+            return _unbound(db, rating_id, "invitation_device_mismatch")
+        db.execute("UPDATE invitations SET state = 'answered' WHERE invite_id = ?", (invite_id,))
+        return _bind(db, rating_id, inv[0], "invitation", now)
+    # unsolicited: the latest unrated case of this window finished within the binding window
+    row = db.execute(
+        "SELECT id FROM cases WHERE window = ? AND rated_rating_id IS NULL"
+        " AND COALESCE(finished_at, received_at) BETWEEN ? AND ?"
+        " ORDER BY COALESCE(finished_at, received_at) DESC, id DESC LIMIT 1",
+        (window, now - ctx.binding_window_s, now + SKEW_S)).fetchone()
+    if row is None:
+        return _unbound(db, rating_id, "no_case")
+    return _bind(db, rating_id, row[0], "inferred", now)
+
+
+def _unbound(db, rating_id: int, reason: str) -> bool:
+    db.execute("UPDATE ratings SET binding = 'unbound', unbound_reason = ? WHERE id = ?",
+               (reason, rating_id))
+    return False
+
+
+def _bind(db, rating_id: int, case_id: int, how: str, now: float) -> bool:
+    rated = db.execute("SELECT rated_rating_id FROM cases WHERE id = ?", (case_id,)).fetchone()
+    if rated is not None and rated[0] is not None:
+        # one rating per case per assessNumber: keep it, list it, never upload it as the first
+        db.execute("UPDATE ratings SET binding = 'unbound', unbound_reason = 'case_already_rated',"
+                   " case_id = ? WHERE id = ?", (case_id, rating_id))
+        return False
+    db.execute("UPDATE ratings SET binding = ?, unbound_reason = NULL, case_id = ?,"
+               " assess_number = 1, bound_at = ? WHERE id = ?", (how, case_id, now, rating_id))
+    db.execute("UPDATE cases SET rated_rating_id = ? WHERE id = ?", (rating_id, case_id))
+    gid = db.execute("SELECT global_id FROM ratings WHERE id = ?", (rating_id,)).fetchone()[0]
+    # the upload job is born in the same transaction as the binding
+    db.execute("INSERT INTO outbox(rating_id, global_id, state, next_at, created_at)"
+               " VALUES (?, ?, 'pending', ?, ?)", (rating_id, gid, now, now))
+    return True
+
+
+def bind_late(db: sqlite_utils.Database, ctx: BindContext, case_id: int, now: float
+              ) -> tuple[list[int], list[int]]:
+    """On intake: bind the latest unbound unsolicited press of the case's window (≤ binding window).
+
+    Returns (rating ids queued for upload, rating ids with a new alert).
+    """
+    case = db.execute("SELECT window, accepted_at, rated_rating_id FROM cases WHERE id = ?",
+                      (case_id,)).fetchone()
+    if case is None or case[2] is not None:
+        return [], []
+    row = db.execute(
+        "SELECT id, level FROM ratings WHERE binding = 'unbound' AND unbound_reason = 'no_case'"
+        " AND window = ? AND received_at >= ? AND received_at >= ?"
+        " ORDER BY received_at DESC, id DESC LIMIT 1",
+        (case[0], now - ctx.binding_window_s, case[1] - SKEW_S)).fetchone()
+    if row is None:
+        return [], []
+    _bind(db, row[0], case_id, "late_case", now)
+    alerted = []
+    if 4 <= row[1] <= 5 and ctx.alert_targets:
+        _add_alerts(db, ctx, row[0], "bad_rating_case", now)
+        alerted.append(row[0])
+    return [row[0]], alerted
+
+
+def alert_payload(db, ctx: BindContext, rating_id: int, kind: str) -> dict:
+    """The 差评 alert body: window, staff, level, reasons, case number — no rater data."""
+    r = db.execute("SELECT global_id, device_id, window, level, reasons, assess_time, case_id,"
+                   " binding FROM ratings WHERE id = ?", (rating_id,)).fetchone()
+    payload: dict[str, Any] = {
+        "type": kind, "ratingId": r[0], "deviceId": r[1], "window": r[2],
+        "windowName": ctx.window_names.get(r[2] or "", r[2]), "level": r[3],
+        "levelName": LEVEL_NAMES.get(r[3], "?"), "reasons": json.loads(r[4]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(r[5] + 8 * 3600)),
+        "binding": r[7], "projectNo": None, "staff": None, "taskName": None,
+    }
+    if r[6] is not None:
+        c = db.execute("SELECT project_no, staff_id, staff_name, task_name FROM cases"
+                       " WHERE id = ?", (r[6],)).fetchone()
+        payload.update(projectNo=c[0], staff={"id": c[1], "name": c[2]}, taskName=c[3])
+    return payload
+
+
+def _add_alerts(db, ctx: BindContext, rating_id: int, kind: str, now: float) -> None:
+    body = json.dumps(alert_payload(db, ctx, rating_id, kind), ensure_ascii=False)
+    for target in ctx.alert_targets:
+        db.execute("INSERT OR IGNORE INTO alerts(rating_id, kind, target, payload, state,"
+                   " next_at, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                   (rating_id, kind, target, body, now, now))

@@ -1,0 +1,355 @@
+"""Hall configuration: load `hall.toml` (tomllib), validate every key, and name what is wrong.
+
+A bad configuration raises `ConfigError(key, problem)`; `hcp agent check-config` prints it and
+exits 2. Secrets (upstream token/secret, privacy key) may be given inline or as a file path; the
+file form is what production uses so the TOML can be shown to a technician.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("gbt39046-json", "zj-offlinereport-form", "sd-epoint-json")
+AUTH_KINDS = ("none", "token", "hmac")
+LINKS = ("serial", "mqtt")
+
+
+class ConfigError(Exception):
+    """A configuration problem: `key` is the dotted TOML path, `problem` says what and what to do."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Hall:
+    name: str
+    area_code: str
+    hall_code: str
+
+
+@dataclass(frozen=True)
+class Window:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Device:
+    id: int
+    window: str
+    link: str
+    port: str | None
+    baud: int
+    key_file: str
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Upstream:
+    profile: str
+    url: str
+    auth: str
+    token: str | None
+    app_id: str | None
+    app_secret: str | None
+    timeout_s: float
+    data_source: str
+    service_number: str
+    area_name: str
+
+
+@dataclass(frozen=True)
+class Alerts:
+    webhook_url: str | None
+    mqtt_topic: str | None
+
+
+@dataclass(frozen=True)
+class Config:
+    hall: Hall
+    windows: tuple[Window, ...]
+    devices: tuple[Device, ...]
+    broker: Broker | None
+    upstream: Upstream
+    storage: str
+    listen_host: str
+    listen_port: int
+    invite_lifetime_s: int
+    binding_window_s: int
+    alerts: Alerts
+    privacy_key: bytes = field(repr=False)
+    log_level: str = "info"
+    source_path: str | None = None
+
+    def device(self, device_id: int) -> Device | None:
+        """The configured device with this id, or None."""
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        return None
+
+    def window_devices(self, window: str) -> list[Device]:
+        """Devices placed at a window (normally one)."""
+        return [d for d in self.devices if d.window == window]
+
+    def window(self, window_id: str) -> Window | None:
+        for w in self.windows:
+            if w.id == window_id:
+                return w
+        return None
+
+
+# ---------------------------------------------------------------- small typed getters
+
+
+def _get(table: dict, key: str, path: str, kind: type | tuple, required: bool = True,
+         default: Any = None) -> Any:
+    full = f"{path}.{key}" if path else key
+    if key not in table:
+        if required:
+            raise ConfigError(full, "缺少必填项 missing required key")
+        return default
+    value = table[key]
+    # bool is an int in Python; reject it where a number is meant
+    if kind in (int, float, (int, float)) and isinstance(value, bool):
+        raise ConfigError(full, f"应为数字 must be a number, got {type(value).__name__}")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(full, f"类型错误 must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _nonempty(table: dict, key: str, path: str, required: bool = True,
+              default: str | None = None) -> str | None:
+    value = _get(table, key, path, str, required, default)
+    if value is not None and not value.strip():
+        raise ConfigError(f"{path}.{key}" if path else key, "不能为空 must not be empty")
+    return value
+
+
+def _table(root: dict, key: str, required: bool = True) -> dict | None:
+    if key not in root:
+        if required:
+            raise ConfigError(key, "缺少配置节 missing section [" + key + "]")
+        return None
+    if not isinstance(root[key], dict):
+        raise ConfigError(key, "应为配置节 must be a table [" + key + "]")
+    return root[key]
+
+
+def _secret(table: dict, key: str, path: str, base: Path) -> str | None:
+    """A secret given inline (`key`) or as a file (`key_file`), never both."""
+    inline = _get(table, key, path, str, required=False)
+    file_key = key + "_file"
+    file_name = _get(table, file_key, path, str, required=False)
+    if inline is not None and file_name is not None:
+        raise ConfigError(f"{path}.{file_key}", f"只能给出 {key} 或 {file_key} 之一 "
+                          f"give either {key} or {file_key}, not both")
+    if file_name is not None:
+        p = _resolve(base, file_name)
+        try:
+            return p.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{path}.{file_key}", f"无法读取文件 cannot read file {str(p)!r}: "
+                              f"{exc.strerror or exc}") from None
+    return inline
+
+
+def _resolve(base: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else (base / p)
+
+
+def _privacy_key(table: dict, base: Path) -> bytes:
+    text = _secret(table, "key", "privacy", base)
+    if text is None:
+        raise ConfigError("privacy.key", "缺少隐私加密密钥 missing: give key (64 hex digits) "
+                          "or key_file")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        # never echo the key material itself
+        raise ConfigError("privacy.key", "应为 64 位十六进制（32 字节 AES 密钥） must be 64 hex "
+                          "digits (a 32-byte AES key); generate one with `openssl rand -hex 32`")
+    return bytes.fromhex(text)
+
+
+_HALL_CODE = re.compile(r"[A-Za-z0-9_]{1,32}")
+_AREA_CODE = re.compile(r"\d{6}|\d{9}")
+_WINDOW_ID = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+
+
+def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | None = None
+                 ) -> Config:
+    """Validate a parsed TOML document; relative paths are resolved against `base_dir`."""
+    base = Path(base_dir)
+    hall_t = _table(data, "hall")
+    hall = Hall(
+        name=_nonempty(hall_t, "name", "hall"),
+        area_code=_nonempty(hall_t, "area_code", "hall"),
+        hall_code=_nonempty(hall_t, "hall_code", "hall"),
+    )
+    if not _AREA_CODE.fullmatch(hall.area_code):
+        raise ConfigError("hall.area_code", "应为 6 位（县级）或 9 位（乡级）行政区划代码 must be "
+                          "a 6- or 9-digit GB/T 2260 area code")
+    if not _HALL_CODE.fullmatch(hall.hall_code):
+        raise ConfigError("hall.hall_code", "只能含字母、数字、下划线，最长 32 must be letters, "
+                          "digits or _ (≤ 32); it is part of every rating's global id")
+
+    agent_t = _table(data, "agent", required=False) or {}
+    storage = _nonempty(agent_t, "storage", "agent", required=False,
+                        default="/var/lib/hcp-agent/agent.db")
+    listen = _nonempty(agent_t, "listen", "agent", required=False, default="127.0.0.1:8470")
+    m = re.fullmatch(r"(.+):(\d{1,5})", listen)
+    if not m or int(m.group(2)) > 65535:
+        raise ConfigError("agent.listen", "应为 host:port must be host:port, e.g. 127.0.0.1:8470")
+    invite_lifetime = _get(agent_t, "invite_lifetime_s", "agent", int, False, 120)
+    if not 5 <= invite_lifetime <= 3600:
+        raise ConfigError("agent.invite_lifetime_s", "应在 5–3600 秒之间 must be 5..3600 seconds")
+    binding_window = _get(agent_t, "binding_window_s", "agent", int, False, 600)
+    if not 0 <= binding_window <= 86400:
+        raise ConfigError("agent.binding_window_s", "应在 0–86400 秒之间 must be 0..86400 seconds")
+    log_level = _nonempty(agent_t, "log_level", "agent", False, "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("agent.log_level", "应为 debug/info/warning/error")
+
+    windows_raw = _get(data, "windows", "", list)
+    if not windows_raw:
+        raise ConfigError("windows", "至少配置一个窗口 configure at least one [[windows]]")
+    windows: list[Window] = []
+    for i, w in enumerate(windows_raw):
+        path = f"windows[{i}]"
+        if not isinstance(w, dict):
+            raise ConfigError(path, "应为表 must be a table")
+        wid = _nonempty(w, "id", path)
+        if not _WINDOW_ID.fullmatch(wid):
+            raise ConfigError(f"{path}.id", "只能含字母、数字、-、_ must be letters, digits, - or _")
+        if any(x.id == wid for x in windows):
+            raise ConfigError(f"{path}.id", f"窗口编号重复 duplicate window id {wid!r}")
+        windows.append(Window(id=wid, name=_nonempty(w, "name", path, False, wid)))
+    window_ids = [w.id for w in windows]
+
+    devices: list[Device] = []
+    for i, d in enumerate(_get(data, "devices", "", list, False, [])):
+        path = f"devices[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(path, "应为表 must be a table")
+        did = _get(d, "id", path, int)
+        if not 0 < did < 2 ** 32:
+            raise ConfigError(f"{path}.id", "应为 1..4294967295 的整数 must be a u32 > 0")
+        if any(x.id == did for x in devices):
+            raise ConfigError(f"{path}.id", f"设备编号重复 duplicate device id {did}")
+        window = _nonempty(d, "window", path)
+        if window not in window_ids:
+            raise ConfigError(f"{path}.window", f"未知窗口 unknown window {window!r}; "
+                              f"configured: {', '.join(window_ids)}")
+        link = _nonempty(d, "link", path)
+        if link not in LINKS:
+            raise ConfigError(f"{path}.link", f"应为 {' 或 '.join(LINKS)} must be one of "
+                              f"{', '.join(LINKS)}")
+        port = _nonempty(d, "port", path, required=(link == "serial"))
+        baud = _get(d, "baud", path, int, False, 115200)
+        key_file = _nonempty(d, "key_file", path)
+        devices.append(Device(id=did, window=window, link=link, port=port, baud=baud,
+                              key_file=str(_resolve(base, key_file))))
+
+    broker_t = _table(data, "broker", required=False)
+    broker = None
+    if broker_t is not None:
+        port = _get(broker_t, "port", "broker", int, False, 1883)
+        if not 0 < port < 65536:
+            raise ConfigError("broker.port", "应为 1..65535 must be 1..65535")
+        broker = Broker(host=_nonempty(broker_t, "host", "broker"), port=port,
+                        username=_nonempty(broker_t, "username", "broker", False),
+                        password=_secret(broker_t, "password", "broker", base),
+                        tls=_get(broker_t, "tls", "broker", bool, False, False))
+    if broker is None and any(d.link == "mqtt" for d in devices):
+        raise ConfigError("broker", "有 MQTT 设备但缺少 [broker] a device uses link = \"mqtt\" "
+                          "but there is no [broker] section")
+
+    up_t = _table(data, "upstream")
+    profile = _nonempty(up_t, "profile", "upstream")
+    if profile not in PROFILES:
+        raise ConfigError("upstream.profile", f"未知档案 unknown profile {profile!r}; one of "
+                          f"{', '.join(PROFILES)}")
+    url = _nonempty(up_t, "url", "upstream")
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ConfigError("upstream.url", "应为 http(s):// 地址 must be an http(s):// URL")
+    auth = _nonempty(up_t, "auth", "upstream", False, "none")
+    if auth not in AUTH_KINDS:
+        raise ConfigError("upstream.auth", f"应为 {', '.join(AUTH_KINDS)} must be one of "
+                          f"{', '.join(AUTH_KINDS)}")
+    token = _secret(up_t, "token", "upstream", base)
+    app_id = _nonempty(up_t, "app_id", "upstream", False)
+    app_secret = _secret(up_t, "app_secret", "upstream", base)
+    if auth == "token" and not token:
+        raise ConfigError("upstream.token", "auth = \"token\" 需要 token 或 token_file "
+                          "requires token or token_file")
+    if auth == "hmac":
+        if not app_id:
+            raise ConfigError("upstream.app_id", "auth = \"hmac\" 需要 app_id requires app_id")
+        if not app_secret:
+            raise ConfigError("upstream.app_secret", "auth = \"hmac\" 需要 app_secret 或 "
+                              "app_secret_file requires app_secret or app_secret_file")
+    timeout = _get(up_t, "timeout_s", "upstream", (int, float), False, 10)
+    if not 0.1 <= timeout <= 300:
+        raise ConfigError("upstream.timeout_s", "应在 0.1–300 秒之间 must be 0.1..300 seconds")
+    data_source = _nonempty(up_t, "data_source", "upstream", False, "001")
+    if not re.fullmatch(r"\d{3}", data_source):
+        raise ConfigError("upstream.data_source", "应为三位数字 must be three digits")
+    upstream = Upstream(profile=profile, url=url, auth=auth, token=token, app_id=app_id,
+                        app_secret=app_secret, timeout_s=float(timeout), data_source=data_source,
+                        service_number=_nonempty(up_t, "service_number", "upstream", False,
+                                                 hall.hall_code),
+                        area_name=_nonempty(up_t, "area_name", "upstream", False, hall.name))
+
+    alerts_t = _table(data, "alerts", required=False) or {}
+    webhook = _nonempty(alerts_t, "webhook_url", "alerts", False)
+    if webhook is not None and not re.match(r"https?://[^/\s]+", webhook):
+        raise ConfigError("alerts.webhook_url", "应为 http(s):// 地址 must be an http(s):// URL")
+    topic = _nonempty(alerts_t, "mqtt_topic", "alerts", False)
+    if topic is not None:
+        if "#" in topic or "+" in topic:
+            raise ConfigError("alerts.mqtt_topic", "发布主题不能含通配符 must not contain + or #")
+        if broker is None:
+            raise ConfigError("alerts.mqtt_topic", "需要 [broker] 配置节 needs a [broker] section")
+
+    priv_t = _table(data, "privacy")
+    key = _privacy_key(priv_t, base)
+
+    return Config(hall=hall, windows=tuple(windows), devices=tuple(devices), broker=broker,
+                  upstream=upstream, storage=str(_resolve(base, storage)),
+                  listen_host=m.group(1), listen_port=int(m.group(2)),
+                  invite_lifetime_s=invite_lifetime, binding_window_s=binding_window,
+                  alerts=Alerts(webhook_url=webhook, mqtt_topic=topic), privacy_key=key,
+                  log_level=log_level, source_path=source)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a hall TOML file; relative paths inside resolve against its folder."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError("(file)", f"无法读取配置文件 cannot read {str(p)!r}: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("(file)", "不是 UTF-8 编码 file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(syntax)", f"TOML 语法错误 TOML syntax error: {exc}") from None
+    return parse_config(data, p.parent, str(p))

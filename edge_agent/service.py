@@ -1,0 +1,79 @@
+"""`hcp agent run`: the long-running service (agent core + HTTP API + systemd integration).
+
+The device links are started by `link_factories` (added by the link modules); the core runs
+without them, so a hall can take case intake and upload while links are being set up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from . import sdnotify
+from .agent import Agent, Tuning
+from .config import Config
+from .http_api import make_app
+
+log = logging.getLogger("edge_agent.service")
+
+# Each link module may append `async def start(agent) -> stop_coroutine_fn`.
+LinkFactory = Callable[[Agent], Awaitable[Callable[[], Awaitable[None]]]]
+link_factories: list[LinkFactory] = []
+
+
+async def _watchdog(agent: Agent, interval: float) -> None:
+    """Ping systemd only while the writer commits and the loop runs."""
+    while True:
+        try:
+            await asyncio.wait_for(agent.writer.write(lambda db: None), interval)
+            sdnotify.notify("WATCHDOG=1")
+        except Exception as exc:  # no ping: systemd restarts us after WatchdogSec
+            log.error("watchdog probe failed", extra={"reason": type(exc).__name__})
+        await asyncio.sleep(interval)
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None,
+                tuning: Tuning | None = None, on_listening: Callable[[str], None] | None = None
+                ) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    agent = Agent(config, tuning)
+    await agent.start()
+    runner = web.AppRunner(make_app(agent), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else config.listen_port
+    url = f"http://{config.listen_host}:{port}"
+    log.info("listening", extra={"url": url})
+    if on_listening:
+        on_listening(url)
+    link_stops = []
+    for factory in link_factories:
+        link_stops.append(await factory(agent))
+    sdnotify.notify("READY=1\nSTATUS=serving " + url)
+    tasks = []
+    interval = sdnotify.watchdog_interval()
+    if interval:
+        tasks.append(asyncio.create_task(_watchdog(agent, interval)))
+    try:
+        await stop.wait()
+    finally:
+        sdnotify.notify("STOPPING=1")
+        for t in tasks:
+            t.cancel()
+        for s in link_stops:
+            await s()
+        await runner.cleanup()
+        await agent.stop()
+        log.info("stopped", extra={"at": time.time()})

@@ -1,0 +1,89 @@
+"""Hall configuration: a good file loads; a bad one names the key and exits 2."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main
+from edge_agent.config import ConfigError, load_config
+from tests.agent_support import PRIVACY_KEY, ROOT, run_cli, write_config
+
+
+def test_example_config_is_valid(tmp_path, capsys):
+    # the example points at secret files; provide synthetic ones next to a copy
+    text = (ROOT / "edge_agent/deploy/hall.example.toml").read_text(encoding="utf-8")
+    for name in ("broker-password", "upstream-secret", "privacy.key"):
+        (tmp_path / name).write_text(PRIVACY_KEY if name == "privacy.key" else "synthetic-secret")
+        text = text.replace(f"/etc/hcp/secrets/{name}", str(tmp_path / name))
+    p = tmp_path / "hall.toml"
+    p.write_text(text, encoding="utf-8")
+    cfg = load_config(p)
+    assert cfg.hall.hall_code == "TEST01"
+    assert [d.id for d in cfg.devices] == [1001, 1002]
+    assert cfg.invite_lifetime_s == 120 and cfg.binding_window_s == 600
+    assert cfg.upstream.auth == "hmac" and cfg.upstream.app_secret == "synthetic-secret"
+    assert cfg.privacy_key == bytes.fromhex(PRIVACY_KEY)
+    assert main(["check-config", "--config", str(p)]) == 0
+    assert "config OK" in capsys.readouterr().out
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    p = write_config(tmp_path)
+    text = p.read_text(encoding="utf-8")
+    assert old in text, old
+    p.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ('hall_code = "T01"', 'hall_code = "T 01"', "hall.hall_code"),
+    ('area_code = "371402"', 'area_code = "3714"', "hall.area_code"),
+    ('window = "A01"', 'window = "B99"', "devices[0].window"),
+    ('id = 1001', 'id = 1002', "devices[1].id"),
+    ('id = 1001', 'id = -5', "devices[0].id"),
+    ('link = "serial"', 'link = "bluetooth"', "devices[0].link"),
+    ('profile = "gbt39046-json"', 'profile = "bj-json"', "upstream.profile"),
+    ('auth = "none"', 'auth = "hmac"', "upstream.app_id"),
+    ('auth = "none"', 'auth = "token"', "upstream.token"),
+    ('url = "http://127.0.0.1:9/"', 'url = "ftp://x"', "upstream.url"),
+    ('timeout_s = 2', 'timeout_s = "2"', "upstream.timeout_s"),
+    ('invite_lifetime_s = 120', 'invite_lifetime_s = 0', "agent.invite_lifetime_s"),
+    (f'key = "{PRIVACY_KEY}"', 'key = "abc"', "privacy.key"),
+    (f'key = "{PRIVACY_KEY}"', 'key_file = "missing.key"', "privacy.key_file"),
+    ('[alerts]\n', '[alerts]\nmqtt_topic = "hcp/alerts"\n', "alerts.mqtt_topic"),
+    ('[hall]', '[hal]', "hall"),
+    ('name = "测试大厅（虚构）"', 'name = "测试大厅', "(syntax)"),
+])
+def test_bad_config_names_key(tmp_path, capsys, old, new, key):
+    p = _broken(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert err.value.key == key
+    assert main(["check-config", "--config", str(p)]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_bad_privacy_key_is_not_echoed(tmp_path, capsys):
+    secret_like = "zz" * 32
+    p = _broken(tmp_path, f'key = "{PRIVACY_KEY}"', f'key = "{secret_like}"')
+    assert main(["check-config", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "privacy.key" in err and secret_like not in err
+
+
+def test_check_config_subprocess_exit_code(tmp_path):
+    p = _broken(tmp_path, 'window = "A01"', 'window = "B99"')
+    r = run_cli("check-config", "--config", str(p))
+    assert r.returncode == 2
+    assert "devices[0].window" in r.stderr and "B99" in r.stderr
+    r = run_cli("check-config", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_relative_paths_resolve_next_to_config(tmp_path):
+    cfg = load_config(write_config(tmp_path))
+    assert cfg.storage == str(tmp_path / "agent.db")
+    assert cfg.devices[0].key_file == str(tmp_path / "keys/1001.key")
+    assert re.fullmatch(r"127\.0\.0\.1", cfg.listen_host) and cfg.listen_port == 0
