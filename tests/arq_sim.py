@@ -103,10 +103,10 @@ def run(seed, n=200, loss=0.2, dup=0.1, reorder=0.3, corrupt=0.05, reconnect_ms=
     now = 0
     next_reconnect = reconnect_ms
     while now < limit_ms:
-        # the citizen side: a record every ~30 ms, some rseqs burnt
+        # the citizen side: a record every ~30 ms, some rseqs skipped (a salvaged journal, §6.2)
         if next_rseq <= n and rng.chance(0.5):
             if rng.chance(0.03):
-                next_rseq += 1            # torn write: this rseq never exists
+                next_rseq += 1            # this rseq never exists
             else:
                 journal[next_rseq] = m.Record(next_rseq, 1795000000 + next_rseq, 0, 1,
                                               1 + next_rseq % 5, 0, ())
