@@ -70,8 +70,8 @@ def sack_bits(sack, cum):
 class RecordSender:
     """Device side of the record window.
 
-    The journal holds records low..head (some rseqs in that range may not exist if a journal was
-    burnt). poll() returns batches of rseqs to send now; the caller reads them from the
+    The journal holds records low..head (some rseqs in that range may not exist, e.g. after a
+    journal salvage: SPEC §6.2). poll() returns batches of rseqs to send now; the caller reads them from the
     journal, drops the ones that don't exist, and sends each batch as one RECORDS frame carrying
     `low` (even when the batch ends up empty: that frame tells the agent where the journal starts).
     """
