@@ -7,7 +7,7 @@ STAMP   := .venv/.installed
 NPMSTAMP:= node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all demo test bench setup clean mosquitto
+.PHONY: all demo test bench setup clean syspkgs
 
 all: test
 
@@ -21,16 +21,22 @@ $(NPMSTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing mosquitto (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	  else \
-	    echo "mosquitto is missing and this is not root: MQTT tests will be skipped"; \
-	  fi; }
+# System packages the tests use: the Mosquitto broker, and the CJK font the tools render
+# reason-tag labels with (WenQuanYi Zen Hei has hand-tuned bitmap strikes at 12-16 px).
+SYSPKGS := mosquitto:/usr/sbin/mosquitto fonts-wqy-zenhei:/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
-setup: $(STAMP) $(NPMSTAMP) mosquitto
+syspkgs:
+	@missing=""; for p in $(SYSPKGS); do [ -e "$${p#*:}" ] || missing="$$missing $${p%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing (not root: install them with apt-get, or those tests skip)"; \
+	  fi; \
+	fi
+
+setup: $(STAMP) $(NPMSTAMP) syspkgs
 
 demo: $(STAMP)
 	$(PY) -m tools.hcp demo
