@@ -13,16 +13,17 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from . import sdnotify
+from . import links, sdnotify
 from .agent import Agent, Tuning
 from .config import Config
 from .http_api import make_app
 
 log = logging.getLogger("edge_agent.service")
 
-# Each link module may append `async def start(agent) -> stop_coroutine_fn`.
+# Each factory is `async def start(agent) -> stop_coroutine_fn`. The device links (serial and
+# MQTT, edge_agent/links/) are the default; tests may add or replace factories.
 LinkFactory = Callable[[Agent], Awaitable[Callable[[], Awaitable[None]]]]
-link_factories: list[LinkFactory] = []
+link_factories: list[LinkFactory] = [links.service_factory]
 
 
 async def _watchdog(agent: Agent, interval: float) -> None:

@@ -1,0 +1,105 @@
+"""Device links of the edge agent: RL1 over serial ports and over MQTT.
+
+NOTE for the service (edge_agent/service.py) — how to start the links:
+
+    from edge_agent.links import start_links, stop_links
+    links = await start_links(agent, config)      # after `await agent.start()`
+    ...
+    await stop_links(links)                       # before `await agent.stop()`
+
+or, with the service's factory list: `service.link_factories.append(links.service_factory)`
+(`service_factory(agent)` starts the links for `agent.config` and returns the stop coroutine fn).
+
+`start_links` makes one `SerialLink` per serial device (its own port) and one `MqttLink` for all
+MQTT devices (if any, via `config.broker`), registers each as the agent's gateway for its devices
+(`agent.register_gateway(link, device_ids)`) and starts them. Links connect and reconnect in the
+background: a missing port or an unreachable broker is logged and retried, it never stops the
+agent. A device whose key file can't be read is logged (path, not content) and left out.
+
+Modules: device_session (the per-device RL1 logic both links share), serial_link, mqtt_link,
+keys (device key files), name_bitmap (`render_name`, staff name -> INVITE bitmap).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from .device_session import DeviceOffline, DeviceSession
+from .keys import DeviceKeyError, load_device_key
+from .mqtt_link import MqttLink
+from .serial_link import SerialLink
+
+log = logging.getLogger("edge_agent.links")
+
+__all__ = ["start_links", "stop_links", "service_factory", "DeviceSession", "DeviceOffline",
+           "SerialLink", "MqttLink", "load_device_key"]
+
+
+def _keys(config: Any, link: str) -> dict[int, bytes]:
+    out = {}
+    for d in config.devices:
+        if d.link != link:
+            continue
+        try:
+            out[d.id] = load_device_key(d.key_file)
+        except DeviceKeyError as exc:
+            log.error("device left out: key file problem", extra={"deviceId": d.id,
+                                                                   "problem": str(exc)})
+    return out
+
+
+async def start_links(agent: Any, config: Any, **options: Any) -> list:
+    """Create, register and start the links for `config.devices`. Returns the started links.
+
+    `options` are passed to every link (e.g. `reopen_s` for serial ports; `queue_size`,
+    `max_processing` for MQTT; `window`, `catalogue_version`, `reply_interval_s` for sessions);
+    unknown names raise TypeError.
+    """
+    serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "window",
+                   "catalogue_version", "reply_interval_s", "tick_s")}
+    mqtt_opts = {k: v for k, v in options.items() if k in ("queue_size", "max_processing",
+                 "receive_maximum", "keepalive", "client_id", "window", "catalogue_version",
+                 "reply_interval_s", "tick_s")}
+    unknown = set(options) - set(serial_opts) - set(mqtt_opts)
+    if unknown:
+        raise TypeError(f"unknown link options: {', '.join(sorted(unknown))}")
+    links: list = []
+    try:
+        serial_keys = _keys(config, "serial")
+        for d in config.devices:
+            if d.link == "serial" and d.id in serial_keys:
+                link = SerialLink(agent, d.id, serial_keys[d.id], d.port, d.baud, **serial_opts)
+                agent.register_gateway(link, [d.id])
+                await link.start()
+                links.append(link)
+        mqtt_keys = _keys(config, "mqtt")
+        if mqtt_keys:
+            b = config.broker
+            link = MqttLink(agent, config.hall.hall_code, b.host, b.port, mqtt_keys,
+                            username=b.username, password=b.password, tls=b.tls, **mqtt_opts)
+            agent.register_gateway(link, list(mqtt_keys))
+            await link.start()
+            links.append(link)
+    except BaseException:
+        await stop_links(links)
+        raise
+    return links
+
+
+async def stop_links(links: list) -> None:
+    """Stop links in reverse order; frames being processed finish (acked after commit)."""
+    for link in reversed(links):
+        try:
+            await link.stop()
+        except Exception as exc:
+            log.warning("link stop failed", extra={"link": getattr(link, "kind", "?"),
+                                                   "reason": type(exc).__name__})
+
+
+async def service_factory(agent: Any) -> Callable[[], Awaitable[None]]:
+    """For `service.link_factories`: start the links of `agent.config`; returns their stopper."""
+    links = await start_links(agent, agent.config)
+
+    async def stop() -> None:
+        await stop_links(links)
+    return stop

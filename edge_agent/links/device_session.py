@@ -1,0 +1,485 @@
+"""RL1 for one device on the agent side, shared by the serial and the MQTT link.
+
+A link hands every frame it receives to `DeviceSession.feed(frame, received_at)` and gives the
+session a non-blocking `send(frame) -> bool` to reach the device. The session does the rest:
+
+* HELLO -> HELLO_ACK (agent time, cumulative ack, window 128, catalogue version); the record
+  window resumes from the cumulative ack, which survives agent restarts (persisted per device).
+* RECORDS -> `note_low`, `offer`, `await agent.ingest(new)`, `committed`, then ACK. Nothing is
+  acknowledged before ingest returned (= COMMIT). If ingest fails: `abandon` and ERROR busy; the
+  device keeps the records and resends them.
+* DACK completes downlink commands; STATUS goes to `agent.device_seen`; device ERRORs are logged.
+* INVITE / CANCEL go through `DownlinkSender`: resent in new frames until DACKed.
+* A rejected frame is counted with `agent.count_rejected(reason)` and answered only where the
+  spec asks for it: unsigned ERROR no_session (so the device says HELLO again, e.g. after an agent
+  restart), unsigned ERROR bad_mac for a HELLO that failed authentication (key mismatch), signed
+  ERROR bad_payload inside a session. Answers are rate-limited per device.
+
+`feed` returns an awaitable that completes when the frame is fully handled (records committed and
+acked, or refused). The MQTT link sends its PUBACK only then.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import string
+import time
+from typing import Any, Awaitable, Callable
+
+from protocol import frame as fr
+from protocol import messages as m
+from protocol.arq import DEFAULT_WINDOW, DownlinkSender, RecordReceiver
+from protocol.errors import BAD_MAC, BAD_PAYLOAD, NO_SESSION, ProtocolError
+from protocol.session import AGENT, Session
+
+from .name_bitmap import render_name
+
+log = logging.getLogger("edge_agent.links.session")
+
+Send = Callable[[bytes], bool]
+
+_PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
+CANCEL_KEEP_S = 300.0     # a CANCEL nobody DACKs is dropped after this long
+
+
+def now_ms() -> int:
+    """Monotonic milliseconds (the ARQ state machines take `now` from the caller)."""
+    return int(time.monotonic() * 1000)
+
+
+def _done() -> asyncio.Future:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+class DeviceOffline(ConnectionError):
+    """The device has no RL1 session on a working link now (the agent retries when it returns)."""
+
+
+class _Command:
+    __slots__ = ("type", "fields", "key", "expires", "waiters")
+
+    def __init__(self, type: int, fields: dict, key: tuple, expires: float) -> None:
+        self.type, self.fields, self.key, self.expires = type, fields, key, expires
+        self.waiters: list[asyncio.Future] = []
+
+
+class RateLimit:
+    """At most one event per `interval` seconds per key (bounded memory)."""
+
+    def __init__(self, interval: float, max_keys: int = 1024) -> None:
+        self.interval, self.max_keys = interval, max_keys
+        self._last: dict[Any, float] = {}
+
+    def allow(self, key: Any) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def unknown_device_error(device_id: int) -> bytes:
+    """Unsigned ERROR unknown_device for a device id the agent has no key for (SPEC §5.4)."""
+    return fr.build(m.ERROR, fr.FLAG_DOWN, device_id, 0,
+                    m.encode(m.ERROR, {"code": m.E_UNKNOWN_DEVICE, "ref_seq": 0}))
+
+
+def _status_error(status: int) -> str | None:
+    problems = []
+    if status & m.ST_JOURNAL_FULL:
+        problems.append("journal_full")
+    if status & m.ST_JOURNAL_CORRUPT:
+        problems.append("journal_corrupt")
+    if status & m.ST_MAINTENANCE:
+        problems.append("maintenance")
+    return ",".join(problems) or None
+
+
+def _staff_no(text: str) -> str:
+    """The INVITE staff number: printable ASCII, at most 16 bytes (SPEC §4.8)."""
+    clean = "".join(c if c in _PRINTABLE else "?" for c in (text or ""))
+    return clean[:m.MAX_STAFF_NO]
+
+
+class DeviceSession:
+    """Agent-side RL1 state for one device: handshake, record window, downlink commands."""
+
+    def __init__(self, agent: Any, device_id: int, key: bytes, send: Send, *, link: str,
+                 window: int = DEFAULT_WINDOW, catalogue_version: int | None = None,
+                 reply_interval_s: float = 1.0, tick_s: float = 0.05) -> None:
+        self.agent = agent
+        self.device_id = device_id
+        self.link = link
+        self.window = window
+        self.catalogue_version = catalogue_version
+        self.session = Session(device_id, key, AGENT)
+        self.receiver = RecordReceiver(0)
+        self.downlink = DownlinkSender()
+        self._send = send
+        self.link_up = False
+        self.online = False
+        self.hellos = 0
+        self.pending_ingests = 0
+        self.stats = {"frames_in": 0, "frames_out": 0, "rejected": 0, "records_new": 0,
+                      "records_dup": 0, "acks": 0, "busy": 0, "send_failed": 0}
+        self._commands: dict[tuple, int] = {}       # (kind, invite_id) -> downlink item id
+        self._cmds: dict[int, _Command] = {}        # downlink item id -> command (until DACK)
+        self._persisted = 0
+        self._persist_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._replies = RateLimit(reply_interval_s)
+        self._tick_s = tick_s
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task | None = None
+        self._firmware: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        """Resume the record window from storage: persisted cum + rseqs stored above it."""
+        cum = await self.agent.device_cum_ack(self.device_id)
+        self.receiver = RecordReceiver(cum)
+        above = await self.agent.stored_rseqs_after(self.device_id, cum)
+        if above:
+            self.receiver.committed(above)
+        self._persisted = cum
+        self._schedule_persist()
+
+    def start(self) -> None:
+        """Start the downlink retransmission timer (call from the event loop)."""
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._run_timer(),
+                                              name=f"rl1-downlink-{self.device_id}")
+
+    async def stop(self) -> None:
+        """Stop the timer, let running ingests finish (they only ever ack after COMMIT)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            try:
+                await self._timer
+            except asyncio.CancelledError:
+                pass
+            self._timer = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._persist_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._persist_task), 5)
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ link events
+
+    def link_changed(self, up: bool) -> None:
+        """The link to this device came up or went down (port opened/closed, broker state)."""
+        self.link_up = up
+        if up:
+            self._wake.set()
+        else:
+            self.set_offline()
+
+    def set_offline(self) -> None:
+        """The device is gone (link lost, MQTT state "offline"); commands wait for its return."""
+        if self.online:
+            self.online = False
+            self._spawn(self._seen({"online": False, "link": self.link}))
+
+    # ------------------------------------------------------------------ receiving
+
+    def feed(self, data: bytes, received_at: float | None = None) -> Awaitable[None]:
+        """Handle one received frame. Returns an awaitable done when the frame is fully handled."""
+        received_at = time.time() if received_at is None else received_at
+        self.stats["frames_in"] += 1
+        try:
+            f, t, fields = self.session.open(data)
+        except ProtocolError as exc:
+            self._rejected(exc, data)
+            return _done()
+        if t == m.HELLO:
+            return self._on_hello(fields)
+        if f.mac is None:   # an unsigned ERROR: information only (SPEC §5.4)
+            log.info("device error (unsigned)", extra={
+                "deviceId": self.device_id, "code": m.ERROR_NAMES.get(fields["code"], "?")})
+            return _done()
+        seen = None
+        if not self.online:
+            self.online = True
+            seen = self._spawn(self._seen({"online": True, "link": self.link}))
+        if t == m.RECORDS:
+            return self._on_records(f, fields, received_at)
+        if t == m.DACK:
+            for item_id in self.downlink.on_dack(fields["seq"], fields["bitmap"], now_ms()):
+                self._completed(item_id)
+            self._wake.set()
+            return seen or _done()
+        if t == m.STATUS:
+            return self._spawn(self._seen({
+                "online": True, "link": self.link, "boot": fields["boot"],
+                "clock": bool(fields["status"] & m.ST_CLOCK_SYNCED),
+                "backlog": fields["unacked"], "error": _status_error(fields["status"]),
+                "journal_full": bool(fields["status"] & m.ST_JOURNAL_FULL)}))
+        if t == m.ERROR:
+            log.warning("device error", extra={"deviceId": self.device_id,
+                                               "code": m.ERROR_NAMES.get(fields["code"], "?"),
+                                               "refSeq": fields["ref_seq"]})
+            return seen or _done()
+        return seen or _done()
+
+    def _rejected(self, exc: ProtocolError, data: bytes) -> None:
+        reason = exc.reason
+        self.stats["rejected"] += 1
+        self.agent.count_rejected(reason)
+        log.debug("frame rejected", extra={"deviceId": self.device_id, "reason": reason,
+                                           "link": self.link})
+        ftype = data[2] if len(data) > 2 else None
+        flags = data[1] if len(data) > 1 else 0
+        if reason == NO_SESSION and (flags & fr.FLAG_SIGNED):
+            # e.g. the agent restarted: tell the device to say HELLO again
+            if self._replies.allow(NO_SESSION):
+                self._write(self.session.error_frame(m.E_NO_SESSION))
+        elif reason == BAD_MAC and ftype == m.HELLO:
+            # a HELLO with the wrong key: the device was reprovisioned, or this is not it
+            if self._replies.allow(BAD_MAC):
+                self._write(self._unsigned_error(m.E_BAD_MAC))
+        elif reason == BAD_PAYLOAD and self.session.established and len(data) >= 12:
+            if self._replies.allow(BAD_PAYLOAD):
+                ref = int.from_bytes(data[8:12], "big")
+                self._write(self.session.error_frame(m.E_BAD_PAYLOAD, ref))
+
+    def _unsigned_error(self, code: int) -> bytes:
+        return fr.build(m.ERROR, fr.FLAG_DOWN, self.device_id, 0,
+                        m.encode(m.ERROR, {"code": code, "ref_seq": 0}))
+
+    def _on_hello(self, fields: dict) -> Awaitable[None]:
+        self.hellos += 1
+        # A-1 applies to HELLO too: the journal holds nothing un-acked below `low`
+        self.receiver.note_low(fields["low"])
+        cum = self.receiver.cum
+        cat = self.catalogue_version if self.catalogue_version is not None \
+            else fields["cat_version"]
+        ack = self.session.hello_ack(os.urandom(8), {
+            "time": int(time.time()), "cum": cum, "window": self.window, "cat_version": cat})
+        self._write(ack)
+        _, sack = self.receiver.ack()
+        if any(sack):   # committed records above cum: say so now, before the device resends
+            self._send_ack()
+        self.downlink.reset()
+        self._wake.set()
+        self._schedule_persist()
+        self.online = True
+        fw = fields["fw"]
+        self._firmware = "%d.%d.%d" % (fw[0], fw[1], fw[2])
+        log.info("device session", extra={
+            "deviceId": self.device_id, "link": self.link, "firmware": self._firmware,
+            "boot": fields["boot"], "cum": cum, "low": fields["low"],
+            "nextRseq": fields["next_rseq"], "hellos": self.hellos})
+        return self._spawn(self._seen({
+            "online": True, "link": self.link, "firmware": self._firmware,
+            "boot": fields["boot"], "clock": bool(fields["status"] & m.ST_CLOCK_SYNCED),
+            "backlog": max(0, fields["next_rseq"] - fields["low"]), "session": self.hellos,
+            "error": _status_error(fields["status"]),
+            "journal_full": bool(fields["status"] & m.ST_JOURNAL_FULL)}))
+
+    def _on_records(self, f: fr.Frame, fields: dict, received_at: float) -> Awaitable[None]:
+        self.receiver.note_low(fields["low"])
+        records = fields["records"]
+        new, dup = self.receiver.offer([r.rseq for r in records])
+        self.stats["records_dup"] += len(dup)
+        if not new:
+            # duplicates (A-2) or only `low`: ack the current state again
+            self._send_ack()
+            self._schedule_persist()
+            return _done()
+        wanted = set(new)
+        store = {}
+        for r in records:
+            if r.rseq in wanted and r.rseq not in store:
+                store[r.rseq] = r
+        log.debug("records received", extra={"deviceId": self.device_id, "count": len(store),
+                                              "seq": f.seq, "link": self.link})
+        return self._spawn(self._ingest(list(store.values()), new, f.seq, received_at))
+
+    async def _ingest(self, records: list, new: list[int], seq: int, received_at: float) -> None:
+        self.pending_ingests += 1
+        try:
+            result = await self.agent.ingest(self.device_id, records, received_at)
+        except asyncio.CancelledError:
+            self.receiver.abandon(new)
+            raise
+        except Exception as exc:
+            # A-4: nothing committed, nothing acked; the device keeps the records and resends
+            self.receiver.abandon(new)
+            self.stats["busy"] += 1
+            log.warning("records not stored", extra={"deviceId": self.device_id,
+                                                      "reason": type(exc).__name__,
+                                                      "count": len(new)})
+            if self.session.established:
+                self._write(self.session.error_frame(m.E_BUSY, seq))
+            return
+        finally:
+            self.pending_ingests -= 1
+        stored = result.all
+        missing = set(new) - set(stored)
+        if missing:   # should not happen; never ack what ingest did not report as stored
+            self.receiver.abandon(sorted(missing))
+        self.receiver.committed(stored)
+        self.stats["records_new"] += len(result.new)
+        self._send_ack()
+        self._schedule_persist()
+
+    def _send_ack(self) -> None:
+        if not self.session.established:
+            return
+        cum, sack = self.receiver.ack()
+        self.stats["acks"] += 1
+        self._write(self.session.seal(m.ACK, {"cum": cum, "sack": sack})[1])
+
+    # ------------------------------------------------------------------ cum persistence
+
+    def _schedule_persist(self) -> None:
+        if self.receiver.cum > self._persisted and (
+                self._persist_task is None or self._persist_task.done()):
+            self._persist_task = asyncio.get_running_loop().create_task(self._persist())
+
+    async def _persist(self) -> None:
+        # one write in flight per device; loops while the cum moved on meanwhile (A-6)
+        while self.receiver.cum > self._persisted:
+            cum = self.receiver.cum
+            try:
+                self._persisted = await self.agent.set_device_cum_ack(self.device_id, cum)
+            except Exception as exc:
+                log.warning("cum ack not persisted", extra={"deviceId": self.device_id,
+                                                            "reason": type(exc).__name__})
+                return
+
+    # ------------------------------------------------------------------ downlink
+
+    @property
+    def reachable(self) -> bool:
+        """True when a command sent now can reach the device."""
+        return self.link_up and self.online and self.session.established
+
+    async def send_invite(self, invite_id: int, lifetime_s: int, staff_no: str,
+                          staff_name: str) -> None:
+        """Queue an INVITE and wait until the device DACKs it (raise DeviceOffline if it can't
+        be reached now). Only the staff number and the rendered staff name go to the device."""
+        if not self.reachable:
+            raise DeviceOffline(f"设备离线 device {self.device_id} has no session")
+        w, h, bitmap = render_name(staff_name)
+        lifetime = max(1, min(int(lifetime_s), 0xFFFF))
+        fields = {"invite_id": int(invite_id), "lifetime": lifetime,
+                  "staff_no": _staff_no(staff_no), "name_w": w, "name_h": h,
+                  "name_bitmap": bitmap}
+        await self._command(("invite", int(invite_id)), m.INVITE, fields, float(lifetime))
+
+    async def send_cancel(self, invite_id: int) -> None:
+        """Queue a CANCEL and wait for its DACK (raise DeviceOffline if unreachable now)."""
+        if not self.reachable:
+            raise DeviceOffline(f"设备离线 device {self.device_id} has no session")
+        await self._command(("cancel", int(invite_id)), m.CANCEL,
+                            {"invite_id": int(invite_id)}, CANCEL_KEEP_S)
+
+    async def _command(self, key: tuple, type: int, fields: dict, keep_s: float) -> None:
+        item_id = self._commands.get(key)
+        cmd = self._cmds.get(item_id) if item_id is not None else None
+        if cmd is None:   # idempotent: an INVITE already queued is not queued twice
+            cmd = _Command(type, fields, key, time.monotonic() + keep_s)
+            item_id = self.downlink.push(cmd)
+            self._commands[key] = item_id
+            self._cmds[item_id] = cmd
+        fut = asyncio.get_running_loop().create_future()
+        cmd.waiters.append(fut)
+        self._pump()
+        await fut
+
+    def _completed(self, item_id: int) -> None:
+        cmd = self._cmds.pop(item_id, None)
+        if cmd is None:
+            return
+        if self._commands.get(cmd.key) == item_id:
+            del self._commands[cmd.key]
+        for fut in cmd.waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _pump(self) -> None:
+        if not (self.link_up and self.session.established):
+            return
+        now = now_ms()
+        mono = time.monotonic()
+        for item_id in self.downlink.poll(now):
+            cmd = self.downlink.items.get(item_id)
+            if cmd is None:
+                continue
+            if mono >= cmd.expires:
+                self._drop(item_id, cmd)
+                continue
+            seq, data = self.session.seal(cmd.type, cmd.fields)
+            self._write(data)
+            self.downlink.sent(item_id, seq, now)
+
+    def _drop(self, item_id: int, cmd: _Command) -> None:
+        # DownlinkSender has no removal call: complete the item through a DACK of a sequence
+        # number no real frame has (negative), marked sent twice so it yields no RTT sample.
+        now = now_ms()
+        self.downlink.sent(item_id, -item_id, now)
+        self.downlink.sent(item_id, -item_id, now)
+        self.downlink.on_dack(-item_id, 0, now)
+        self._cmds.pop(item_id, None)
+        if self._commands.get(cmd.key) == item_id:
+            del self._commands[cmd.key]
+        for fut in cmd.waiters:
+            if not fut.done():
+                fut.set_exception(DeviceOffline(f"设备未确认 device {self.device_id} did not "
+                                                "acknowledge the command in time"))
+                fut.exception()   # mark retrieved: the caller may have stopped waiting
+        log.warning("downlink command dropped", extra={"deviceId": self.device_id,
+                                                       "kind": cmd.key[0]})
+
+    async def _run_timer(self) -> None:
+        while True:
+            if self.downlink.pending():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._tick_s)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._pump()
+            except Exception:
+                log.exception("downlink pump failed", extra={"deviceId": self.device_id})
+
+    # ------------------------------------------------------------------ helpers
+
+    def _write(self, data: bytes) -> None:
+        ok = False
+        try:
+            ok = self._send(data)
+        except Exception as exc:
+            log.debug("send failed", extra={"deviceId": self.device_id,
+                                            "reason": type(exc).__name__})
+        if ok:
+            self.stats["frames_out"] += 1
+        else:
+            self.stats["send_failed"] += 1
+
+    async def _seen(self, info: dict) -> None:
+        try:
+            await self.agent.device_seen(self.device_id, info)
+        except Exception as exc:
+            log.warning("device state not stored", extra={"deviceId": self.device_id,
+                                                          "reason": type(exc).__name__})
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,231 @@
+"""The serial link: one port per device (UART / USB-CDC), COBS-framed RL1 frames.
+
+The port is opened with pyserial (`serial.Serial(port, baud, timeout=0)`) and read from the
+event loop (`loop.add_reader` on its fd), so no thread is needed and the session logic runs on
+the loop like everything else. Writes go through a bounded buffer flushed with `add_writer`, so a
+device that stops reading can never block the loop.
+
+Unplug: a read error (EIO after the USB device vanished, a port that reports readiness but has no
+data, any SerialException/OSError) closes the port; it is reopened every `reopen_s` (1 s)
+forever, so a replugged device is back within a few seconds. After every open a lone 0x00 is
+sent so line noise already in the device's receiver ends there (SPEC R-S2).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from typing import Any
+
+import serial
+
+from protocol import cobs
+from protocol.errors import ProtocolError
+
+from .device_session import DeviceOffline, DeviceSession
+
+log = logging.getLogger("edge_agent.links.serial")
+
+MAX_TX_BUFFER = 16 * 1024   # bytes of downlink frames waiting for the port
+
+
+class SerialLink:
+    """One device on one serial port. Also the device's gateway for INVITE/CANCEL."""
+
+    kind = "serial"
+
+    def __init__(self, agent: Any, device_id: int, key: bytes, port: str, baud: int = 115200,
+                 reopen_s: float = 1.0, **session_opts: Any) -> None:
+        self.agent = agent
+        self.device_id = device_id
+        self.port = port
+        self.baud = baud
+        self.reopen_s = reopen_s
+        self.session = DeviceSession(agent, device_id, key, self._send, link="serial",
+                                     **session_opts)
+        self.opens = 0
+        self.tx_dropped = 0
+        self._ser: serial.Serial | None = None
+        self._fd: int | None = None
+        self._decoder = cobs.StreamDecoder()
+        self._tx = bytearray()
+        self._closed: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._ser is not None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the device's record window, then keep the port open (in the background)."""
+        await self.session.load()
+        self.session.start()
+        self._task = asyncio.create_task(self._run(), name=f"serial-{self.device_id}")
+
+    async def stop(self) -> None:
+        """Close the port and stop reopening it."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._close()
+        await self.session.stop()
+
+    async def _run(self) -> None:
+        last_problem = None
+        while True:
+            try:
+                self._open()
+            except (serial.SerialException, OSError, ValueError) as exc:
+                problem = _describe(exc)
+                if problem != last_problem:   # log each new problem once, not every second
+                    log.warning("serial port unavailable", extra={
+                        "deviceId": self.device_id, "port": self.port, "reason": problem,
+                        "retryS": self.reopen_s})
+                    last_problem = problem
+                await asyncio.sleep(self.reopen_s)
+                continue
+            last_problem = None
+            log.info("serial port open", extra={"deviceId": self.device_id, "port": self.port,
+                                                "baud": self.baud, "opens": self.opens})
+            self.session.link_changed(True)
+            try:
+                await self._closed.wait()
+            finally:
+                self._close()
+                self.session.link_changed(False)
+            await asyncio.sleep(self.reopen_s)
+
+    def _open(self) -> None:
+        ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0)
+        try:
+            fd = ser.fileno()
+            loop = asyncio.get_running_loop()
+            self._ser, self._fd = ser, fd
+            self._decoder.reset()
+            self._tx = bytearray(b"\x00")   # flush line noise at the device (SPEC R-S2)
+            self._closed = asyncio.Event()
+            loop.add_reader(fd, self._on_readable)
+            self._flush()
+        except BaseException:
+            self._ser = None
+            self._fd = None
+            ser.close()
+            raise
+        self.opens += 1
+
+    def _close(self) -> None:
+        ser, fd = self._ser, self._fd
+        self._ser = None
+        self._fd = None
+        if fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        if ser is not None:
+            try:
+                ser.close()
+            except Exception:
+                pass
+        self._tx = bytearray()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._ser is None:
+            return
+        log.warning("serial port lost", extra={"deviceId": self.device_id, "port": self.port,
+                                               "reason": _describe(exc)})
+        loop = asyncio.get_running_loop()
+        if self._fd is not None:
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+        if self._closed is not None:
+            self._closed.set()
+
+    # ------------------------------------------------------------------ I/O
+
+    def _on_readable(self) -> None:
+        ser = self._ser
+        if ser is None:
+            return
+        try:
+            data = ser.read(4096)
+        except (serial.SerialException, OSError) as exc:
+            self._fail(exc)
+            return
+        if not data:
+            return
+        now = time.time()
+        for item in self._decoder.feed(data):
+            if isinstance(item, ProtocolError):
+                self.agent.count_rejected(item.reason)
+                continue
+            # the returned awaitable is tracked by the session; serial has nothing to ack
+            self.session.feed(item, now)
+
+    def _send(self, frame: bytes) -> bool:
+        if self._ser is None:
+            return False
+        data = cobs.wire(frame)
+        if len(self._tx) + len(data) > MAX_TX_BUFFER:
+            # the device is not reading: drop this frame (RL1 resends what matters) and say so
+            self.tx_dropped += 1
+            log.warning("serial send buffer full", extra={"deviceId": self.device_id,
+                                                          "dropped": self.tx_dropped})
+            return False
+        self._tx += data
+        self._flush()
+        return True
+
+    def _flush(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        loop = asyncio.get_running_loop()
+        while self._tx:
+            try:
+                n = os.write(fd, self._tx)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self._fail(exc)
+                return
+            del self._tx[:n]
+        if self._tx:
+            loop.add_writer(fd, self._flush)
+        else:
+            loop.remove_writer(fd)
+
+    # ------------------------------------------------------------------ gateway
+
+    async def send_invite(self, device_id: int, invite_id: int, lifetime_s: int, staff_no: str,
+                          staff_name: str) -> None:
+        """DeviceGateway: deliver an INVITE (waits for the device's DACK)."""
+        self._check(device_id)
+        await self.session.send_invite(invite_id, lifetime_s, staff_no, staff_name)
+
+    async def send_cancel(self, device_id: int, invite_id: int) -> None:
+        """DeviceGateway: deliver a CANCEL (waits for the device's DACK)."""
+        self._check(device_id)
+        await self.session.send_cancel(invite_id)
+
+    def _check(self, device_id: int) -> None:
+        if device_id != self.device_id:
+            raise DeviceOffline(f"device {device_id} is not on serial port {self.port}")
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a port error for the logs."""
+    err = getattr(exc, "errno", None)
+    if isinstance(err, int) and err in errno.errorcode:
+        return f"{type(exc).__name__}: {errno.errorcode[err]}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:160]}"

@@ -1,0 +1,196 @@
+"""MQTT link against a real Mosquitto (shipped ACL, per-device passwords), a real Agent with
+SQLite and scripted RL1 devices using paho with their own credentials."""
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.links import start_links, stop_links
+from protocol import messages as m
+from protocol.session import DEVICE, Session
+from tests.agent_links_support import (AGENT_USER, Broker, MqttDevice, ScriptedDevice,
+                                       mosquitto_missing, rating_rows, write_links_config)
+from tests.agent_support import case_body, fast_tuning, running_agent, wait_for
+from tests.conftest import require
+
+PASSWORDS = {AGENT_USER: "agent-test-pw", "1002": "dev-1002-test-pw", "1003": "dev-1003-test-pw"}
+
+
+class _Rig:
+    def __init__(self, tmp_path, **link_opts) -> None:
+        require(mosquitto_missing())
+        self.tmp = tmp_path
+        self.broker = Broker(tmp_path, PASSWORDS)
+        self.cfg, self.keys = write_links_config(
+            tmp_path, mqtt_devices=(1002, 1003), broker_port=self.broker.port,
+            agent_password=PASSWORDS[AGENT_USER])
+        self.db = tmp_path / "agent.db"
+        self.link_opts = link_opts
+        self.devices: list[MqttDevice] = []
+
+    async def __aenter__(self):
+        self.broker.start()
+        self.h = await running_agent(self.cfg, fast_tuning()).__aenter__()
+        self.agent = self.h.agent
+        self.links = await start_links(self.agent, self.h.config, **self.link_opts)
+        self.link = self.links[0]
+        await wait_for(lambda: self.link.connected, 10)
+        return self
+
+    async def device(self, did: int) -> ScriptedDevice:
+        dev = ScriptedDevice(did, self.keys[did])
+        self.devices.append(MqttDevice(dev, self.broker.port, PASSWORDS[str(did)]))
+        dev.start()
+        await wait_for(lambda: dev.established, 10)
+        return dev
+
+    async def __aexit__(self, *exc):
+        for d in self.devices:
+            await d.device.stop()
+            d.close()
+        await stop_links(self.links)
+        await self.h.__aexit__(*exc)
+        self.broker.kill()
+
+
+def _agent_pubacks(log: str) -> set[int]:
+    return {int(x) for x in re.findall(r"Received PUBACK from hcp-agent-T01 \(Mid: (\d+)", log)}
+
+
+def _up_mids(log: str) -> list[int]:
+    return [int(x) for x in re.findall(
+        r"Sending PUBLISH to hcp-agent-T01 \(d\d, q1, r0, m(\d+), 'hcp/v1/T01/\d+/up'", log)]
+
+
+def test_records_flow_and_puback_follows_commit(tmp_path):
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            dev = await r.device(1002)
+            await wait_for(lambda: r.h.q("SELECT online FROM devices WHERE device_id = 1002")
+                           == [(1,)], 5)
+            dev.press(1)
+            await wait_for(lambda: not dev.journal, 10)
+            assert rating_rows(r.db, 1002) == [1]
+            # now hold the write lock: the frame arrives, nothing commits, nothing is acked
+            blocker = sqlite3.connect(str(r.db), timeout=10, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            session = r.link.sessions[1002]
+            dev.press(4)
+            await wait_for(lambda: session.pending_ingests > 0, 10)
+            mids = _up_mids(r.broker.log())
+            assert mids, r.broker.log()[-2000:]
+            pending_mid = mids[-1]
+            assert pending_mid not in _agent_pubacks(r.broker.log())   # no PUBACK before COMMIT
+            assert dev.cum == 1 and 2 in dev.journal                      # no RL1 ACK either
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            await wait_for(lambda: not dev.journal, 10)
+            await wait_for(lambda: pending_mid in _agent_pubacks(r.broker.log()), 10)
+            assert rating_rows(r.db, 1002) == [1, 2]
+    asyncio.run(scenario())
+
+
+def test_frame_for_another_device_and_unknown_devices_are_rejected(tmp_path):
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            dev = await r.device(1002)
+            transport = r.devices[0]
+            # a correctly built frame of device 1003, published on 1002's own up topic
+            other = Session(1003, r.keys[1003], DEVICE)
+            other.adopt(b"\x01" * 8, b"\x02" * 8)
+            frame = other.seal(m.RECORDS, {"low": 1, "records": [m.Record(1, 1, 0, 1, 1, 8)]})[1]
+            transport.publish_raw(transport.up, frame)
+            await wait_for(lambda: r.agent.rejected.get("wrong_device") == 1, 10)
+            # replay of a genuine frame on the right topic: counted, stored once
+            dev.press(3)
+            await wait_for(lambda: not dev.journal, 10)
+            records_frames = [f for f in dev.sent_frames if f[2] == m.RECORDS]
+            transport.publish_raw(transport.up, records_frames[-1])
+            await wait_for(lambda: r.agent.rejected.get("replay") == 1, 10)
+            assert rating_rows(r.db, 1002) == [1]
+            assert rating_rows(r.db, 1003) == []
+    asyncio.run(scenario())
+
+
+def test_broker_restart_loses_and_duplicates_nothing(tmp_path):
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            dev = await r.device(1002)
+            for i in range(20):
+                dev.press(1 + i % 5)
+            await wait_for(lambda: dev.cum >= 5, 10)
+            connects = r.link.connects
+            r.broker.kill()      # SIGKILL: in-flight messages and sessions are gone
+            for i in range(20):
+                dev.press(1 + i % 5)
+            await wait_for(lambda: not r.link.connected, 10)
+            r.broker.start()     # same port
+            await wait_for(lambda: r.link.connects > connects, 15)
+            for i in range(10):
+                dev.press(2)
+            await wait_for(lambda: not dev.journal, 20)
+            rows = rating_rows(r.db, 1002)
+            assert rows == list(range(1, 51))
+            total = r.h.q("SELECT COUNT(*), COUNT(DISTINCT rseq) FROM ratings")
+            assert total == [(50, 50)]
+    asyncio.run(scenario())
+
+
+def test_full_queue_leaves_messages_unacked_and_loses_nothing(tmp_path):
+    async def scenario():
+        # a tiny queue and a Receive Maximum larger than it, so the queue can overflow
+        async with _Rig(tmp_path, queue_size=1, max_processing=1, receive_maximum=50) as r:
+            dev = await r.device(1002)
+            blocker = sqlite3.connect(str(r.db), timeout=10, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            for _ in range(8):
+                dev.press(1)
+                n = len(dev.sent_frames)
+                await wait_for(lambda: len(dev.sent_frames) > n, 5)   # one frame per press
+            await wait_for(lambda: r.link.overflow > 0, 10)
+            assert rating_rows(r.db, 1002) == []
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            await wait_for(lambda: not dev.journal, 20)
+            await wait_for(lambda: r.link.connects >= 2, 10)   # reconnected for redelivery
+            assert rating_rows(r.db, 1002) == list(range(1, 9))
+    asyncio.run(scenario())
+
+
+def test_invite_over_mqtt_and_device_state(tmp_path):
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            dev = await r.device(1003)
+            status, body = await r.h.post_case(case_body("TEST-MQTT-0001", window="A02", n=3))
+            assert status == 201, body
+            await wait_for(lambda: len(dev.invites) == 1, 10)
+            await wait_for(lambda: r.h.q("SELECT state FROM invitations") == [("sent",)], 10)
+            # the device goes away: its retained state says offline -> the agent marks it
+            r.devices[0].client.publish(r.devices[0].state, b"offline", qos=1, retain=True)
+            await wait_for(lambda: r.h.q("SELECT online FROM devices WHERE device_id = 1003")
+                           == [(0,)], 10)
+    asyncio.run(scenario())
+
+
+def test_agent_state_is_retained_online(tmp_path):
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            got = []
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-watch-1002",
+                            protocol=mqtt.MQTTv5)
+            c.username_pw_set("1002", PASSWORDS["1002"])
+            c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("hcp/v1/T01/agent/state", 1)
+            c.on_message = lambda cl, u, msg: got.append(bytes(msg.payload))
+            c.connect("127.0.0.1", r.broker.port)
+            c.loop_start()
+            try:
+                await wait_for(lambda: got, 10)
+                assert got[0].startswith(b"online ")
+            finally:
+                c.disconnect()
+                c.loop_stop()
+    asyncio.run(scenario())
