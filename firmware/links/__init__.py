@@ -1,0 +1,1 @@
+"""Data links to the hall agent (serial, MQTT) and the RL1 engine that runs over them."""
