@@ -98,7 +98,7 @@ def test_faults_5xx_timeout_lost_response_no_duplicates(tmp_path, province):
     server = province("gbt39046-json", "--fail-rate", "0.3", "--timeout-rate", "0.1",
                       "--hold-seconds", "20", "--drop-response-rate", "0.25", "--seed", "7")
     cfg = write_config(tmp_path, upstream_url=server.url,
-                       extra_upstream="").read_text().replace("timeout_s = 2", "timeout_s = 0.5")
+                       extra_upstream="").read_text().replace("timeout_s = 2", "timeout_s = 1")
     (tmp_path / "hall.toml").write_text(cfg, encoding="utf-8")
     gw = RecordingGateway()
     n = 24
@@ -115,8 +115,10 @@ def test_faults_5xx_timeout_lost_response_no_duplicates(tmp_path, province):
     assert faults.get("fail", 0) > 0 and faults.get("drop", 0) > 0 and faults.get("timeout", 0) > 0
     assert stats["accepted"] == n
     assert len(server.records()) == n
-    # the server saw a resend only where it had stored the record but its reply was lost
-    assert stats["duplicates"] == faults["drop"]
+    # Every stored-but-unanswered upload must be resent (the agent cannot know it was stored),
+    # and the province answers those duplicates as success. A reply slower than the client
+    # timeout on a busy machine is a lost reply too, so this is a lower bound, not equality.
+    assert stats["duplicates"] >= faults["drop"]
     assert results["retry"] >= faults["fail"] + faults["timeout"] + faults["drop"]
 
 
