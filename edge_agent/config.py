@@ -95,6 +95,7 @@ class Config:
     privacy_key: bytes = field(repr=False)
     log_level: str = "info"
     source_path: str | None = None
+    catalogue_path: str | None = None
 
     def device(self, device_id: int) -> Device | None:
         """The configured device with this id, or None."""
@@ -222,6 +223,16 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
     binding_window = _get(agent_t, "binding_window_s", "agent", int, False, 600)
     if not 0 <= binding_window <= 86400:
         raise ConfigError("agent.binding_window_s", "应在 0–86400 秒之间 must be 0..86400 seconds")
+    catalogue = _nonempty(agent_t, "catalogue", "agent", required=False, default=None)
+    catalogue_path = None
+    if catalogue is not None:
+        catalogue_path = str(_resolve(base, catalogue))
+        try:
+            from tools.catalogue_blob import load_catalogue, tag_codes
+            tag_codes(load_catalogue(Path(catalogue_path)))
+        except (OSError, ValueError) as exc:
+            raise ConfigError("agent.catalogue", f"评价标签目录无法使用 reason-tag catalogue "
+                              f"{catalogue_path} unusable: {exc}") from None
     log_level = _nonempty(agent_t, "log_level", "agent", False, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("agent.log_level", "应为 debug/info/warning/error")
@@ -335,7 +346,7 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
                   listen_host=m.group(1), listen_port=int(m.group(2)),
                   invite_lifetime_s=invite_lifetime, binding_window_s=binding_window,
                   alerts=Alerts(webhook_url=webhook, mqtt_topic=topic), privacy_key=key,
-                  log_level=log_level, source_path=source)
+                  log_level=log_level, source_path=source, catalogue_path=catalogue_path)
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -302,6 +302,13 @@ class DownlinkSender:
             new += 1
         return out
 
+    def drop(self, item_id):
+        """Give up on an item (it expired): it is neither sent again nor completed."""
+        self._flight.pop(item_id, None)
+        if item_id in self._queue:
+            self._queue.remove(item_id)
+        self.items.pop(item_id, None)
+
     def sent(self, item_id, seq, now):
         """Item `item_id` went out in the frame with sequence `seq`."""
         f = self._flight.get(item_id)

@@ -179,6 +179,11 @@ class ScriptedDevice:
                 self.cancels.append(fields["invite_id"])
             self.send(self.seal(m.DACK, {"seq": self.session.rx.highest,
                                          "bitmap": self.session.rx.bitmap32()}))
+        else:
+            self.on_other(f, t, fields)
+
+    def on_other(self, f: Any, t: int, fields: dict) -> None:
+        """A downlink message this scripted device does not act on (subclasses may)."""
 
     def link_up(self) -> None:
         """Every link (re)connection starts with HELLO (SPEC §4.2)."""

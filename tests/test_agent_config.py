@@ -19,7 +19,10 @@ def test_example_config_is_valid(tmp_path, capsys):
         text = text.replace(f"/etc/hcp/secrets/{name}", str(tmp_path / name))
     p = tmp_path / "hall.toml"
     p.write_text(text, encoding="utf-8")
+    seed = ROOT / "edge_agent/deploy/catalogue.seed-0.json"
+    (tmp_path / seed.name).write_bytes(seed.read_bytes())
     cfg = load_config(p)
+    assert cfg.catalogue_path == str(tmp_path / seed.name)
     assert cfg.hall.hall_code == "TEST01"
     assert [d.id for d in cfg.devices] == [1001, 1002]
     assert cfg.invite_lifetime_s == 120 and cfg.binding_window_s == 600
@@ -87,3 +90,12 @@ def test_relative_paths_resolve_next_to_config(tmp_path):
     assert cfg.storage == str(tmp_path / "agent.db")
     assert cfg.devices[0].key_file == str(tmp_path / "keys/1001.key")
     assert re.fullmatch(r"127\.0\.0\.1", cfg.listen_host) and cfg.listen_port == 0
+
+
+def test_unusable_catalogue_names_the_key(tmp_path):
+    p = write_config(tmp_path)
+    text = p.read_text(encoding="utf-8").replace("[agent]\n", '[agent]\ncatalogue = "nope.json"\n', 1)
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == "agent.catalogue" and "nope.json" in str(e.value)

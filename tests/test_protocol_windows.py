@@ -81,3 +81,13 @@ def test_downlink_retransmits_in_new_frames_until_dacked():
     assert d.on_dack(2, 0, 50) == [ids[1]]     # seq 1 lost
     again = d.poll(5000)
     assert again[0] == ids[0] and ids[2] in again
+
+
+def test_downlink_drop_forgets_an_item():
+    d = DownlinkSender()
+    a, b = d.push("a"), d.push("b")
+    assert d.poll(0) == [a, b]
+    d.sent(a, 1, 0)
+    d.drop(a)
+    d.drop(b)                      # never sent: dropped from the queue too
+    assert d.pending() == 0 and d.poll(10_000) == []

@@ -25,6 +25,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from .device_session import DeviceOffline, DeviceSession
+from .catalogue_push import load_catalogue_push
 from .keys import DeviceKeyError, load_device_key
 from .mqtt_link import MqttLink
 from .serial_link import SerialLink
@@ -52,13 +53,16 @@ async def start_links(agent: Any, config: Any, **options: Any) -> list:
     """Create, register and start the links for `config.devices`. Returns the started links.
 
     `options` are passed to every link (e.g. `reopen_s` for serial ports; `queue_size`,
-    `max_processing` for MQTT; `window`, `catalogue_version`, `reply_interval_s` for sessions);
-    unknown names raise TypeError.
+    `max_processing` for MQTT; `window`, `catalogue`, `reply_interval_s` for sessions);
+    unknown names raise TypeError. Without a `catalogue` option, the catalogue named by the
+    config (`agent.catalogue`) is rendered and pushed to devices that hold another version.
     """
+    if "catalogue" not in options:
+        options["catalogue"] = load_catalogue_push(getattr(config, "catalogue_path", None))
     serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "window",
-                   "catalogue_version", "reply_interval_s", "tick_s")}
+                   "catalogue", "reply_interval_s", "tick_s")}
     mqtt_opts = {k: v for k, v in options.items() if k in ("queue_size", "max_processing",
-                 "receive_maximum", "keepalive", "client_id", "window", "catalogue_version",
+                 "receive_maximum", "keepalive", "client_id", "window", "catalogue",
                  "reply_interval_s", "tick_s")}
     unknown = set(options) - set(serial_opts) - set(mqtt_opts)
     if unknown:

@@ -33,6 +33,7 @@ from protocol.arq import DEFAULT_WINDOW, DownlinkSender, RecordReceiver
 from protocol.errors import BAD_MAC, BAD_PAYLOAD, NO_SESSION, ProtocolError
 from protocol.session import AGENT, Session
 
+from .catalogue_push import CataloguePush
 from .name_bitmap import render_name
 
 log = logging.getLogger("edge_agent.links.session")
@@ -41,6 +42,8 @@ Send = Callable[[bytes], bool]
 
 _PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
 CANCEL_KEEP_S = 300.0     # a CANCEL nobody DACKs is dropped after this long
+CONFIG_KEEP_S = 3600.0    # catalogue chunks: resent until DACKed, for up to an hour a session
+TIME_EVERY_S = 3600.0     # a TIME frame this often keeps device clocks within a few seconds
 
 
 def now_ms() -> int:
@@ -111,13 +114,14 @@ class DeviceSession:
     """Agent-side RL1 state for one device: handshake, record window, downlink commands."""
 
     def __init__(self, agent: Any, device_id: int, key: bytes, send: Send, *, link: str,
-                 window: int = DEFAULT_WINDOW, catalogue_version: int | None = None,
+                 window: int = DEFAULT_WINDOW, catalogue: CataloguePush | None = None,
                  reply_interval_s: float = 1.0, tick_s: float = 0.05) -> None:
         self.agent = agent
         self.device_id = device_id
         self.link = link
         self.window = window
-        self.catalogue_version = catalogue_version
+        self.catalogue = catalogue
+        self._time_sent = 0.0
         self.session = Session(device_id, key, AGENT)
         self.receiver = RecordReceiver(0)
         self.downlink = DownlinkSender()
@@ -228,6 +232,8 @@ class DeviceSession:
             log.warning("device error", extra={"deviceId": self.device_id,
                                                "code": m.ERROR_NAMES.get(fields["code"], "?"),
                                                "refSeq": fields["ref_seq"]})
+            if fields["code"] == m.E_BAD_CONFIG and self.catalogue is not None:
+                self._push_catalogue()     # the device threw its chunks away: send them again
             return seen or _done()
         return seen or _done()
 
@@ -261,8 +267,7 @@ class DeviceSession:
         # A-1 applies to HELLO too: the journal holds nothing un-acked below `low`
         self.receiver.note_low(fields["low"])
         cum = self.receiver.cum
-        cat = self.catalogue_version if self.catalogue_version is not None \
-            else fields["cat_version"]
+        cat = self.catalogue.version if self.catalogue is not None else fields["cat_version"]
         ack = self.session.hello_ack(os.urandom(8), {
             "time": int(time.time()), "cum": cum, "window": self.window, "cat_version": cat})
         self._write(ack)
@@ -270,6 +275,9 @@ class DeviceSession:
         if any(sack):   # committed records above cum: say so now, before the device resends
             self._send_ack()
         self.downlink.reset()
+        self._time_sent = time.monotonic()     # HELLO_ACK carried the time
+        if self.catalogue is not None and fields["cat_version"] != self.catalogue.version:
+            self._push_catalogue()
         self._wake.set()
         self._schedule_persist()
         self.online = True
@@ -385,7 +393,20 @@ class DeviceSession:
         await self._command(("cancel", int(invite_id)), m.CANCEL,
                             {"invite_id": int(invite_id)}, CANCEL_KEEP_S)
 
+    def _push_catalogue(self) -> None:
+        """Queue every CONFIG chunk (not awaited: the device installs when all have arrived)."""
+        cat = self.catalogue
+        for chunk in cat.chunks:
+            self._enqueue(("config", cat.version, chunk["index"]), m.CONFIG, chunk,
+                          CONFIG_KEEP_S)
+        log.info("catalogue queued", extra={"deviceId": self.device_id, "version": cat.version,
+                                            "chunks": len(cat.chunks)})
+
     async def _command(self, key: tuple, type: int, fields: dict, keep_s: float) -> None:
+        await self._enqueue(key, type, fields, keep_s)
+
+    def _enqueue(self, key: tuple, type: int, fields: dict, keep_s: float) -> asyncio.Future:
+        """Queue a downlink command once per key; the future resolves on its DACK."""
         item_id = self._commands.get(key)
         cmd = self._cmds.get(item_id) if item_id is not None else None
         if cmd is None:   # idempotent: an INVITE already queued is not queued twice
@@ -396,7 +417,7 @@ class DeviceSession:
         fut = asyncio.get_running_loop().create_future()
         cmd.waiters.append(fut)
         self._pump()
-        await fut
+        return fut
 
     def _completed(self, item_id: int) -> None:
         cmd = self._cmds.pop(item_id, None)
@@ -420,17 +441,14 @@ class DeviceSession:
             if mono >= cmd.expires:
                 self._drop(item_id, cmd)
                 continue
+            if cmd.type == m.TIME:              # the time as of this frame, not of the queueing
+                cmd.fields = {"time": int(time.time())}
             seq, data = self.session.seal(cmd.type, cmd.fields)
             self._write(data)
             self.downlink.sent(item_id, seq, now)
 
     def _drop(self, item_id: int, cmd: _Command) -> None:
-        # DownlinkSender has no removal call: complete the item through a DACK of a sequence
-        # number no real frame has (negative), marked sent twice so it yields no RTT sample.
-        now = now_ms()
-        self.downlink.sent(item_id, -item_id, now)
-        self.downlink.sent(item_id, -item_id, now)
-        self.downlink.on_dack(-item_id, 0, now)
+        self.downlink.drop(item_id)
         self._cmds.pop(item_id, None)
         if self._commands.get(cmd.key) == item_id:
             del self._commands[cmd.key]
@@ -450,9 +468,15 @@ class DeviceSession:
                 except asyncio.TimeoutError:
                     pass
             else:
-                await self._wake.wait()
+                try:   # idle: still wake now and then for the periodic TIME
+                    await asyncio.wait_for(self._wake.wait(), 60.0)
+                except asyncio.TimeoutError:
+                    pass
             self._wake.clear()
             try:
+                if self.reachable and time.monotonic() - self._time_sent >= TIME_EVERY_S:
+                    self._time_sent = time.monotonic()     # keep device clocks from drifting
+                    self._enqueue(("time",), m.TIME, {"time": int(time.time())}, TIME_EVERY_S)
                 self._pump()
             except Exception:
                 log.exception("downlink pump failed", extra={"deviceId": self.device_id})
