@@ -81,7 +81,7 @@ class IngestResult:
 @dataclass
 class Tuning:
     """Timing knobs; defaults are production values, tests shorten them."""
-    linger_s: float = 0.01
+    linger_s: float = 0.0      # group commit forms batches during each fsync (store.py)
     max_rows: int = 100
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from tests import mpy_runtime
-from tests.bench import codec_bench, link_bench
+from tests.bench import agent_bench, codec_bench, journal_bench, link_bench
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,6 +21,9 @@ def main() -> int:
                               "'RL1 codec, MicroPython (WebAssembly runtime)', codec_bench.run(300)))",
                               files={"/lib/codec_bench.py": src}).rstrip())
     print(link_bench.report())
+    print(journal_bench.cpython_report())
+    print(journal_bench.micropython_report())
+    print(agent_bench.report())
     return 0
 
 
