@@ -1,156 +1,337 @@
-"""`hcp demo` (what `make demo` runs).
+"""`hcp demo` (what `make demo` runs): the whole chain on one machine, one command.
 
-Until the simulator, firmware and agent issues land, this shows the part of the chain that exists:
-the RL1 protocol between a device and the agent over a real pseudo-terminal serial line. A device
-session journals presses, sends them with the record window through COBS frames on the pty; the
-agent side opens them with pyserial, authenticates, stores each record once, and acks after
-"commit"; line noise and a dropped frame are thrown in. The full hall demo (province server,
-agent, six virtual evaluators) replaces this when those parts exist.
+Starts the province reference server, the edge agent (`hcp agent run` with a generated
+hall.toml), six virtual evaluators running the real firmware (pty serial by default, or MQTT
+through Mosquitto), scripted citizens and staff, and plays a compressed hall session. Shows a
+live view, waits for the backlog to drain, and ends with a summary (Chinese + English); with
+`--json PATH` it writes the numbers. Everything it starts is stopped at the end, on Ctrl-C and on
+errors. Exit code 0 when nothing was lost, 1 otherwise, 2 when it can't run here.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import random
+import asyncio
+import atexit
+import json
+import shutil
+import signal
+import tempfile
 import time
+from pathlib import Path
 
-import serial
+import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from protocol import cobs, messages as m
-from protocol.arq import RecordReceiver, RecordSender
-from protocol.errors import ProtocolError
-from protocol.session import AGENT, DEVICE, Session
+from . import accounting, faults as fmod, rundir, services
+from .citizens import CitizenProfile
+from .device import VirtualDevice
+from .hall import Hall
+from .liveview import Snapshot, View
+from .ptyport import PtyPort
 
-LEVELS = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
+TITLE = "好差评 大厅演示 hall demo"
+_LIVE_SERVICES: list[services.Service] = []
 
 
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last line of defence: no child process outlives the demo."""
+    for s in list(_LIVE_SERVICES):
+        s.stop(timeout=2)
 
 
-def run(presses: int = 12, seed: int = 7, console: Console | None = None) -> dict:
-    """Play `presses` ratings across a pty serial link; return counters."""
-    console = console or Console()
-    rng = random.Random(seed)
-    key = rng.randbytes(32)               # synthetic demo key, never written anywhere
-    master, slave = os.openpty()
-    agent_port = serial.Serial(os.ttyname(slave), baudrate=115200, timeout=0)
-    dev, ag = Session(1001, key, DEVICE), Session(1001, key, AGENT)
-    sender, receiver = RecordSender(), RecordReceiver()
-    journal: dict[int, m.Record] = {}
-    stored: dict[int, m.Record] = {}
-    counts = {"presses": 0, "frames": 0, "rejected": 0, "duplicates": 0, "stored": 0}
-    stream_dev, stream_agent = cobs.StreamDecoder(), cobs.StreamDecoder()
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hcp demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--devices", type=int, default=6, help="虚拟评价器数量 virtual evaluators (6)")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="大厅时段秒数 seconds of hall session (60)")
+    p.add_argument("--link", choices=("serial", "mqtt"), default="serial",
+                   help="设备链路 device link: pty serial (default) or MQTT (Mosquitto)")
+    p.add_argument("--faults", action="store_true",
+                   help="故障：省平台中途停机、一台断电、一台拔线 province outage mid-session, "
+                        "one device power cut, one link unplug (+ line noise / broker restart)")
+    p.add_argument("--json", metavar="PATH", help="把汇总写成 JSON write the summary as JSON")
+    p.add_argument("--seed", type=int, default=7, help="随机种子 seed (7)")
+    p.add_argument("--profile", default="gbt39046-json",
+                   choices=("gbt39046-json", "zj-offlinereport-form", "sd-epoint-json"),
+                   help="省平台接口 province profile")
+    p.add_argument("--run-dir", help="运行目录（保留）keep everything here instead of a temp dir")
+    p.add_argument("--drain-timeout", type=float, default=45.0,
+                   help="结束后等待积压清空的上限秒数 max seconds to wait for the backlog (45)")
+    p.add_argument("--arrival", type=float, default=5.0,
+                   help="每个窗口办事群众到达平均间隔秒 mean seconds between citizens (5)")
+    return p
 
-    def device_write(frame: bytes, drop: bool = False) -> None:
-        counts["frames"] += 1
-        if not drop:
-            os.write(master, cobs.wire(frame))
 
-    def agent_poll() -> None:
-        data = agent_port.read(4096)
-        for item in stream_agent.feed(data):
-            if isinstance(item, ProtocolError):
-                counts["rejected"] += 1
-                console.print(f"  [yellow]agent: dropped bytes ({item.reason})[/]")
-                continue
-            try:
-                f, t, fields = ag.open(item)
-            except ProtocolError as e:
-                counts["rejected"] += 1
-                console.print(f"  [yellow]agent: rejected frame ({e.reason})[/]")
-                continue
-            if t == m.HELLO:
-                console.print(f"  agent: HELLO from device {f.device_id}, journal {fields['low']}..")
-                frame = ag.hello_ack(rng.randbytes(8), {"time": int(time.time()), "cum": receiver.cum,
-                                                        "window": 128, "cat_version": 1})
-                agent_port.write(cobs.wire(frame))
-            elif t == m.RECORDS:
-                receiver.note_low(fields["low"])
-                new, dup = receiver.offer([r.rseq for r in fields["records"]])
-                counts["duplicates"] += len(dup)
-                for r in fields["records"]:
-                    if r.rseq in new:
-                        stored[r.rseq] = r
-                receiver.committed(new)          # the real agent commits to SQLite here
-                counts["stored"] = len(stored)
-                cum, sack = receiver.ack()
-                agent_port.write(cobs.wire(ag.seal(m.ACK, {"cum": cum, "sack": sack})[1]))
-        agent_port.flush()
-
-    def device_poll() -> None:
+async def _refresh(s: aiohttp.ClientSession, snap: Snapshot, agent_url: str,
+                   province_url: str, sink: services.AlertSink) -> None:
+    """Fetch the agent's /v1/status and the province's /_stats into the snapshot."""
+    for url, key in ((agent_url + "/v1/status", "agent"), (province_url + "/_stats", "province")):
         try:
-            data = os.read(master, 4096)
-        except BlockingIOError:
-            return
-        for item in stream_dev.feed(data):
-            if isinstance(item, ProtocolError):
-                continue
-            f, t, fields = dev.open(item)
-            if t == m.HELLO_ACK:
-                sender.reset(fields["cum"], fields["window"])
-            elif t == m.ACK:
-                cum = sender.on_ack(fields["cum"], fields["sack"], _now_ms())
-                for r in [r for r in journal if r <= cum]:
-                    del journal[r]
+            async with s.get(url) as r:
+                if r.status == 200:
+                    setattr(snap, key, await r.json())
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            pass
+    snap.alerts_delivered = len(sink.alerts)
 
-    os.set_blocking(master, False)
-    console.rule("[bold]RL1 over a pseudo-terminal serial line 串口协议演示")
-    console.print(f"agent port {os.ttyname(slave)} (pyserial), device writes the pty master")
-    device_write(dev.hello(rng.randbytes(8), {"fw": b"\x00\x01\x00", "boot": 1, "uptime": 3,
-                                              "cat_version": 1, "low": 1, "next_rseq": 1,
-                                              "status": 0}))
-    rseq = 1
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        agent_poll()
-        device_poll()
-        if dev.established and rseq <= presses:
-            level = rng.choice([1, 1, 1, 2, 2, 3, 4, 5])
-            reasons = (200 + rng.randint(1, 11),) if level == 4 else (
-                (100 + rng.randint(1, 11),) if level == 5 else ())
-            journal[rseq] = m.Record(rseq, int(time.time()), 5000 + rseq, 1, level, 0, reasons)
-            counts["presses"] += 1
-            console.print(f"device: press {rseq}: {level} {LEVELS[level]} journaled")
-            rseq += 1
-            if rseq == 5:
-                os.write(master, b"\x13\x37\xff\x00")      # line noise
-        low = min(journal) if journal else rseq
-        for batch in sender.poll(_now_ms(), low, rseq - 1):
-            frame = dev.seal(m.RECORDS, {"low": low, "records": [journal[r] for r in batch
-                                                               if r in journal]})[1]
-            device_write(frame, drop=(counts["frames"] == 4))   # one frame lost on the line
-        if rseq > presses and not journal:
-            break
-        time.sleep(0.02)
-    agent_port.close()
-    os.close(master)
-    table = Table(title="stored at the agent 代理已存储")
-    for col in ("rseq", "level 满意度", "reasons"):
-        table.add_column(col)
-    for r in sorted(stored):
-        rec = stored[r]
-        table.add_row(str(r), f"{rec.level} {LEVELS[rec.level]}", ",".join(map(str, rec.reasons)))
+
+async def _poll(hall: Hall, snap: Snapshot, agent_url: str, province_url: str,
+                sink: services.AlertSink, view: View) -> None:
+    """Refresh the agent/province numbers twice a second and the view four times."""
+    last = 0.0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
+        while True:
+            now = time.monotonic()
+            if now - last >= 0.5:
+                last = now
+                await _refresh(s, snap, agent_url, province_url, sink)
+            view.update()
+            await asyncio.sleep(0.25)
+
+
+async def _agent_idle(agent_url: str) -> bool:
+    """True when the agent has no upload or alert waiting."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
+            async with s.get(agent_url + "/v1/status") as r:
+                st = await r.json()
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return False
+    return st["outbox"].get("pending", 0) == 0 and st["alerts"].get("pending", 0) == 0
+
+
+async def run(args: argparse.Namespace, console: Console) -> dict:
+    """Play the demo; returns the summary dict (raises ServiceError when a service fails)."""
+    own_dir = args.run_dir is None
+    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="hcp-demo-")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kinds = ["power-cut", "unplug", "noise", "broker-restart"] if args.faults else []
+    started: list[services.Service] = []
+    hall: Hall | None = None
+    sink = services.AlertSink()
+    poller: asyncio.Task | None = None
+    view: View | None = None
+    broker: services.Broker | None = None
+    ports: dict[int, PtyPort] = {}
+    try:
+        console.print(f"[bold]{TITLE}[/]  设备 devices {args.devices}, 链路 link {args.link}, "
+                      f"时长 {args.duration:.0f} s, 故障 faults {'on' if args.faults else 'off'}"
+                      f"\n运行目录 run dir: {run_dir}", highlight=False)
+        webhook = await sink.start()
+        broker_port = services.free_port() if args.link == "mqtt" else None
+        specs = rundir.make_devices(run_dir, args.devices, args.link, broker_port)
+        agent_pw = ""
+        if args.link == "mqtt":
+            import secrets
+            agent_pw = secrets.token_hex(12)
+            users = {"hcp-agent": agent_pw, **{str(s.device_id): s.mqtt_password for s in specs}}
+            broker = services.Broker(run_dir, users, port=broker_port)
+            started.append(broker.service)
+            _LIVE_SERVICES.append(broker.service)
+            await asyncio.get_running_loop().run_in_executor(None, broker.start)
+        # the province starts when the session does (its outage window counts from its start);
+        # the agent is told its address now and retries until it answers
+        province_port = services.free_port()
+        province_url = f"http://127.0.0.1:{province_port}"
+        cfg = rundir.write_hall_config(run_dir, specs, province_url, profile=args.profile,
+                                       webhook_url=webhook, broker_port=broker_port,
+                                       agent_password=agent_pw)
+        ports.update({s.device_id: PtyPort(s.port_path) for s in specs
+                      if s.port_path is not None})
+        for p in ports.values():
+            p.plug()      # the adapters are "plugged in" before the agent starts looking
+        agent = services.agent(cfg, run_dir)
+        started.append(agent)
+        _LIVE_SERVICES.append(agent)
+        agent_url = await asyncio.get_running_loop().run_in_executor(None, agent.start)
+        console.print(f"代理 agent: {agent_url}  (hall.toml: {cfg})", highlight=False)
+
+        phrases = rundir.phrases()
+        skew_at = fmod.skewed_device(kinds + (["clock-skew"] if args.faults else []),
+                                     args.devices)
+        devices = []
+        for i, s in enumerate(specs):
+            port = ports.get(s.device_id)
+            skew = fmod.SKEW_PPM if i == skew_at else (i * 37 % 200) - 100
+            devices.append(VirtualDevice(s.root, s.window, port, phrases, skew_ppm=skew,
+                                         seed=args.seed * 100 + i))
+        plan = fmod.schedule(kinds, args.duration, args.devices, args.link)
+        hall = Hall(devices, agent_url, CitizenProfile(arrival_s=args.arrival), seed=args.seed,
+                    faults=plan, run_id=time.strftime("%m%d%H%M%S"),
+                    broker_restart=broker.restart if broker is not None else None)
+        snap = Snapshot()
+        view = View(console, hall, snap, args.duration, TITLE)
+        await hall.start()
+        view.start()
+        poller = asyncio.create_task(_poll(hall, snap, agent_url, province_url, sink, view))
+        snap.phase = "connecting 连接中"
+        if not await hall.wait_online(30):
+            hall.note("警告 warning: not every device came online within 30 s")
+
+        outage = None
+        if args.faults:
+            length = max(3.0, round(args.duration * 0.2))
+            outage = (round(args.duration * 0.4, 1), length)
+        province = services.province(run_dir, args.profile, outage=(
+            f"{outage[0]}:{outage[1]}" if outage else None), seed=args.seed, port=province_port)
+        started.append(province)
+        _LIVE_SERVICES.append(province)
+        await asyncio.get_running_loop().run_in_executor(None, province.start)
+        console.print(f"省平台 province ({args.profile}): {province_url}", highlight=False)
+
+        snap.phase = "session"
+        outage_task = asyncio.create_task(_mark_outage(hall, snap, outage)) if outage else None
+        await hall.play(args.duration)
+        if outage_task is not None:
+            await outage_task
+        snap.phase = "draining 等待积压清空"
+        end = time.monotonic() + args.drain_timeout
+        drained = False
+        while time.monotonic() < end:
+            if await hall.drain(0.1) and await _agent_idle(agent_url):
+                drained = True
+                break
+            await asyncio.sleep(0.3)
+        snap.phase = "done 完成" if drained else "drain timeout 未清空"
+        poller.cancel()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as hs:
+            await _refresh(hs, snap, agent_url, province_url, sink)
+        view.update()
+        # the account: devices' press logs, the agent's database, the province's records
+        stats, records = await asyncio.get_running_loop().run_in_executor(
+            None, accounting.province_view, province_url)
+        agent_db = accounting.agent_view(run_dir / "agent.db")
+        c = hall.counters
+        summary = accounting.summarise(
+            hall.accepted(), rundir.HALL_CODE, agent_db, stats, records, args.devices, extra={
+                "drained": drained, "link": args.link, "duration_s": args.duration,
+                "faults": hall.fault_log + ([f"province-outage {outage[0]}s+{outage[1]}s"]
+                                            if outage else []),
+                "power_cuts": {d.window: d.power_cuts for d in devices if d.power_cuts},
+                "alerts_delivered": len(sink.alerts), "citizens": c.citizens,
+                "button_presses": hall.button_presses(), "walk_aways": c.walk_aways,
+                "double_presses": c.double_presses, "unsolicited_presses": c.unsolicited,
+                "case_errors": c.case_errors, "reason_timeouts": c.reason_timeouts,
+                "run_dir": str(run_dir) if not own_dir else None})
+        return summary
+    finally:
+        if poller is not None:
+            poller.cancel()
+            try:
+                await poller
+            except (asyncio.CancelledError, Exception):
+                pass
+        if view is not None:
+            view.stop()
+        if hall is not None:
+            await hall.close()
+        for p in ports.values():
+            p.close()
+        for s in reversed(started):
+            s.stop()
+            if s in _LIVE_SERVICES:
+                _LIVE_SERVICES.remove(s)
+        await sink.stop()
+        if own_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def _mark_outage(hall: Hall, snap: Snapshot, outage: tuple[float, float]) -> None:
+    await asyncio.sleep(max(0.0, hall.started + outage[0] - time.monotonic()))
+    hall.note(f"故障 fault: 省平台停机 province outage for {outage[1]:.0f} s")
+    snap.outage = "省平台停机 PROVINCE OUTAGE"
+    await asyncio.sleep(outage[1])
+    snap.outage = ""
+    hall.note("省平台恢复 province back")
+
+
+def print_summary(console: Console, s: dict) -> None:
+    """The human summary, Chinese with English beside."""
+    lat = s["latency_ms"]
+    ok = s["lost"] == 0 and s.get("drained", True)
+    o = s["press_outcomes"]
+    lines = [
+        ("评价器 devices", s["devices"]),
+        ("办件 cases reported", s["cases"]),
+        ("受理的按键 presses accepted (journal written → 谢谢)", s["presses"]),
+        ("  去向 outcome: 上传/未绑定/暂存/丢失 uploaded/unbound/parked/lost",
+         f"{o['uploaded']} / {o['unbound']} / {o['parked']} / {o['lost']}"),
+        ("代理已存储 ratings stored at the agent", s["ratings_stored"]),
+        ("  已绑定 bound to a case", s["bound"]),
+        ("省平台已确认（去重） uploaded, unique at the province", s["uploaded_unique"]),
+        ("省平台重复提交（已去重） duplicates the province absorbed", s["province_duplicates"]),
+        ("未绑定（保留，不上传） unbound, kept not uploaded", s["unbound"]),
+        ("丢失 lost", s["lost"]),
+        ("延迟 latency press → province p50 / p99 (ms)",
+         f"{lat['p50']} / {lat['p99']}"),
+        ("差评 bad ratings (levels 4–5)", s["bad_ratings"]),
+        ("差评告警 alerts raised / delivered", f"{s['alerts']} / {s.get('alerts_delivered', '-')}"),
+    ]
+    if s.get("faults"):
+        lines.append(("故障 faults injected", ", ".join(s["faults"])))
+    if s.get("stored_not_shown"):
+        lines.append(("断电前已写入未显示 stored but cut before 谢谢 showed",
+                      s["stored_not_shown"]))
+    console.rule("[bold]汇总 summary")
+    table = Table(box=None, show_header=False, padding=(0, 2))
+    table.add_column(no_wrap=False)
+    table.add_column(no_wrap=False)
+    for k, v in lines:
+        table.add_row(k, str(v))
     console.print(table)
-    counts["lost"] = counts["presses"] - counts["stored"]
-    console.print(counts)
-    return counts
+    if ok:
+        console.print("[bold green]无丢失 nothing lost[/]: 每个显示“谢谢”的评价都已到达省平台"
+                      "或可见地保留 — every press the devices accepted reached the province "
+                      "or is visibly kept with its reason.")
+    else:
+        console.print(f"[bold red]有问题 PROBLEM[/]: lost {s['lost']}, drained "
+                      f"{s.get('drained')}; see lost_detail in --json output.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `hcp demo`."""
-    p = argparse.ArgumentParser(prog="hcp demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--presses", type=int, default=12)
-    p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args(argv)
+    """Entry point of `hcp demo`; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else 2
     console = Console()
-    console.print("[bold]注意 Note:[/] 完整大厅演示（省平台、代理、6 台虚拟评价器）尚在开发；"
-                  "the full hall demo (province server, agent, six virtual evaluators) is not "
-                  "built yet. This runs the part that exists: the RL1 protocol over a serial pty.")
-    counts = run(args.presses, args.seed, console)
-    return 0 if counts["lost"] == 0 else 1
+    if not console.is_terminal:
+        console = Console(width=120)      # CI logs: no 80-column wrapping of the summary
+    if args.devices < 1 or args.duration <= 0:
+        console.print("参数错误 bad option: --devices ≥ 1 and --duration > 0")
+        return 2
+    if args.link == "mqtt":
+        missing = services.mosquitto_missing()
+        if missing:
+            console.print(f"[red]无法运行 MQTT 演示 MQTT demo unavailable[/]: {missing}",
+                          highlight=False)
+            return 2
+
+    async def guarded() -> dict:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        except (NotImplementedError, RuntimeError):
+            pass
+        return await run(args, console)
+
+    try:
+        summary = asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("已中断，所有服务已停止 interrupted; everything started was stopped")
+        return 130
+    except services.ServiceError as exc:
+        console.print(f"[red]启动失败 could not start[/]: {exc}", highlight=False)
+        return 2
+    print_summary(console, summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, ensure_ascii=False, indent=1),
+                                   encoding="utf-8")
+        console.print(f"JSON: {args.json}")
+    return 0 if summary["lost"] == 0 and summary.get("drained") else 1
 
 
 if __name__ == "__main__":
