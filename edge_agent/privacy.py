@@ -17,7 +17,7 @@ _SEAL_VERSION = b"\x01"
 
 
 def mask_cert(cert: str | None) -> str:
-    """`371402199001011234` -> `3714**********1234`; short numbers keep at most the last 4."""
+    """`37140219000101999X` -> `3714**********999X`; short numbers keep at most the last 4."""
     if not cert:
         return ""
     n = len(cert)

@@ -22,7 +22,7 @@ def test_openapi_served(tmp_path):
 def test_invalid_case_names_each_bad_field(tmp_path):
     async def scenario():
         async with running_agent(write_config(tmp_path)) as h:
-            bad_id = "371402199001019999"  # wrong check character
+            bad_id = "371402190001019999"  # synthetic, wrong check character
             body = case_body("P-BAD-1", window="Z9", taskCode="", deptCode="123",
                              areaCode="12", promiseType=3, status=3, finishedAt="yesterday",
                              staff={"id": "S1"},
