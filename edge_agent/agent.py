@@ -89,6 +89,7 @@ class Tuning:
     breaker_cooldown_s: float = 60.0
     alert_retry_base_s: float = 2.0
     invite_send_timeout_s: float = 2.0
+    invite_sweep_s: float = 1.0    # how often expired invitations are closed
 
 
 class Agent:
@@ -152,6 +153,7 @@ class Agent:
         await self.writer.write(op)
         await self.uploader.start()
         await self.alerts.start()
+        self._spawn(self._expire_invitations())
         log.info("agent started", extra={"hall": self.config.hall.hall_code,
                                          "profile": self.config.upstream.profile})
 
@@ -170,6 +172,28 @@ class Agent:
         """The event-loop thread's read connection (WAL: reads never block the writer)."""
         assert self._reader is not None, "agent not started"
         return self._reader
+
+    async def _expire_invitations(self) -> None:
+        """Close invitations that ran out unanswered; their cases may then take an unsolicited
+        press (binding.close_expired). Checked on the reader first: no empty write transactions."""
+        ctx = self.ctx
+        while True:
+            await asyncio.sleep(self.tuning.invite_sweep_s)
+            now = time.time()
+            try:
+                if not self.reader().execute(
+                        "SELECT 1 FROM invitations WHERE state IN ('waiting', 'sent')"
+                        " AND expires_at <= ? LIMIT 1", (now,)).fetchone():
+                    continue
+                queued, alerted = await self.writer.write(
+                    lambda db: binding.close_expired(db, ctx, now))
+            except Exception as exc:   # storage trouble: the next sweep tries again
+                log.warning("invitation sweep failed", extra={"reason": type(exc).__name__})
+                continue
+            if queued:
+                self.uploader.wake()
+            if alerted:
+                self.alerts.wake()
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -344,11 +368,16 @@ class Agent:
             if device_id is not None:
                 # one invitation on a device at a time: older open ones are superseded (a press
                 # that still carries one binds to its case all the same)
-                superseded = [r[0] for r in db.execute(
-                    "SELECT invite_id FROM invitations WHERE device_id = ? AND state IN"
-                    " ('sent', 'waiting') AND expires_at > ?", (device_id, now)).fetchall()]
+                open_rows = db.execute(
+                    "SELECT invite_id, case_id FROM invitations WHERE device_id = ? AND state IN"
+                    " ('sent', 'waiting') AND expires_at > ?", (device_id, now)).fetchall()
+                superseded = [r[0] for r in open_rows]
                 db.execute("UPDATE invitations SET state = 'superseded' WHERE device_id = ? AND"
                            " state IN ('sent', 'waiting')", (device_id,))
+                # their cases can no longer be answered by invitation: late binding may apply
+                late_q, late_a = binding.bind_cases_late(db, ctx, [r[1] for r in open_rows], now)
+            else:
+                late_q, late_a = [], []
             while True:
                 invite_id = secrets.randbelow(2 ** 32 - 1) + 1  # u32, never 0 (= unsolicited)
                 if not db.execute("SELECT 1 FROM invitations WHERE invite_id = ?",
@@ -358,7 +387,7 @@ class Agent:
                        " expires_at, state) VALUES (?, ?, ?, ?, ?, 'waiting')",
                        (invite_id, case_id, device_id, now, now + lifetime))
             queued, alerted = binding.bind_late(db, ctx, case_id, now)
-            return True, invite_id, device_id, superseded, queued, alerted
+            return (True, invite_id, device_id, superseded, late_q + queued, late_a + alerted)
 
         created, invite_id, dev, superseded, queued, alerted = await self.writer.write(op)
         if queued:

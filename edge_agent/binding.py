@@ -7,8 +7,14 @@ Rules (the README has the table):
 * invite_id != 0, invitation unknown -> unbound, `unknown_invitation`; an invitation that belongs to
   another device -> unbound, `invitation_device_mismatch`. Never re-guessed as unsolicited.
 * invite_id == 0 (unsolicited) -> the latest UNRATED case of the device's window finished within
-  `binding_window_s` before the press, `binding='inferred'`; none -> unbound `no_case`, and each
-  case intake re-checks such presses (`bind_late`, `binding='late_case'`).
+  `binding_window_s` before the press, `binding='inferred'`; none -> unbound `no_case`, and such
+  presses are re-checked for a case reported later (`bind_late`, `binding='late_case'`).
+* Exact beats inferred: a case whose invitation is still open (waiting or showing on a device) is
+  never taken by an unsolicited press, neither at once nor late. Its citizen answers the
+  invitation; only when the invitation ends unanswered (expired, or superseded by the next case)
+  may an unsolicited press bind to it (`close_expired`, `bind_late`). Otherwise anyone pressing
+  a button just before a case is reported — a passer-by, or staff — would take the case, and the
+  citizen's own rating, possibly a 差评, would be left unbound as `case_already_rated`.
 * A case takes one rating per assessNumber: a press for an already rated case is kept, unbound,
   `case_already_rated`, listed and never uploaded.
 * A level outside 1..5 is kept, unbound, `invalid_level`; a device not in the config,
@@ -109,15 +115,22 @@ def _bind_new(db, ctx: BindContext, rating_id: int, device_id: int, window: str 
             return _unbound(db, rating_id, "invitation_device_mismatch")
         db.execute("UPDATE invitations SET state = 'answered' WHERE invite_id = ?", (invite_id,))
         return _bind(db, rating_id, inv[0], "invitation", now)
-    # unsolicited: the latest unrated case of this window finished within the binding window
+    # unsolicited: the latest unrated case of this window finished within the binding window,
+    # unless its invitation is still open (exact beats inferred, see above)
     row = db.execute(
         "SELECT id FROM cases WHERE window = ? AND rated_rating_id IS NULL"
         " AND COALESCE(finished_at, received_at) BETWEEN ? AND ?"
+        " AND NOT EXISTS (" + _OPEN_INVITATION.format(case="cases.id") + ")"
         " ORDER BY COALESCE(finished_at, received_at) DESC, id DESC LIMIT 1",
-        (window, now - ctx.binding_window_s, now + SKEW_S)).fetchone()
+        (window, now - ctx.binding_window_s, now + SKEW_S, now)).fetchone()
     if row is None:
         return _unbound(db, rating_id, "no_case")
     return _bind(db, rating_id, row[0], "inferred", now)
+
+
+_OPEN_INVITATION = ("SELECT 1 FROM invitations i WHERE i.case_id = {case}"
+                    " AND i.state IN ('waiting', 'sent') AND i.expires_at > ?"
+                    " AND i.device_id IS NOT NULL")
 
 
 def _unbound(db, rating_id: int, reason: str) -> bool:
@@ -153,6 +166,8 @@ def bind_late(db: sqlite_utils.Database, ctx: BindContext, case_id: int, now: fl
                       (case_id,)).fetchone()
     if case is None or case[2] is not None:
         return [], []
+    if db.execute(_OPEN_INVITATION.format(case="?"), (case_id, now)).fetchone():
+        return [], []      # its citizen may still answer the invitation: decide when it ends
     row = db.execute(
         "SELECT id, level FROM ratings WHERE binding = 'unbound' AND unbound_reason = 'no_case'"
         " AND window = ? AND received_at >= ? AND received_at >= ?"
@@ -166,6 +181,30 @@ def bind_late(db: sqlite_utils.Database, ctx: BindContext, case_id: int, now: fl
         _add_alerts(db, ctx, row[0], "bad_rating_case", now)
         alerted.append(row[0])
     return [row[0]], alerted
+
+
+def close_expired(db: sqlite_utils.Database, ctx: BindContext, now: float
+                  ) -> tuple[list[int], list[int]]:
+    """Mark invitations past their lifetime 'expired' and give their unrated cases the late
+    binding they were held back from. Returns (rating ids queued, rating ids alerted)."""
+    rows = db.execute("SELECT DISTINCT case_id FROM invitations WHERE state IN ('waiting', 'sent')"
+                      " AND expires_at <= ?", (now,)).fetchall()
+    if not rows:
+        return [], []
+    db.execute("UPDATE invitations SET state = 'expired' WHERE state IN ('waiting', 'sent')"
+               " AND expires_at <= ?", (now,))
+    return bind_cases_late(db, ctx, [r[0] for r in rows], now)
+
+
+def bind_cases_late(db: sqlite_utils.Database, ctx: BindContext, case_ids: list[int],
+                    now: float) -> tuple[list[int], list[int]]:
+    """bind_late for several cases (oldest first); returns the combined lists."""
+    queued, alerted = [], []
+    for case_id in sorted(case_ids):
+        q, a = bind_late(db, ctx, case_id, now)
+        queued += q
+        alerted += a
+    return queued, alerted
 
 
 def alert_payload(db, ctx: BindContext, rating_id: int, kind: str) -> dict:

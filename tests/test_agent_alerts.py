@@ -91,6 +91,11 @@ def test_bad_rating_alert_webhook_with_retry(tmp_path):
                 assert sup.received[1]["projectNo"] is None
                 assert sup.received[1]["binding"] == "unbound"
                 await h.post_case(case_body("P-LATE", n=5))
+                # P-LATE's citizen does not answer its invitation: once it runs out, the press
+                # binds to the late case (binding: exact beats inferred)
+                now = time.time()
+                await h.agent.writer.write(lambda db: db.execute(
+                    "UPDATE invitations SET expires_at = ?", (now - 1,)))
                 await wait_for(lambda: len(sup.received) == 3, timeout=10)
                 assert sup.received[2]["type"] == "bad_rating_case"
                 assert sup.received[2]["projectNo"] == "P-LATE"

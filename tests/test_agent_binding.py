@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from tests.agent_support import (RecordingGateway, case_body, http_json, rec, run_cli,
-                                 running_agent, write_config)
+                                 running_agent, wait_for, write_config)
 
 
 def _row(h, device_id, rseq):
@@ -14,6 +14,12 @@ def _row(h, device_id, rseq):
                " (SELECT COUNT(*) FROM outbox o WHERE o.rating_id = r.id)"
                " FROM ratings r LEFT JOIN cases c ON c.id = r.case_id"
                " WHERE r.device_id = ? AND r.rseq = ?", (device_id, rseq))[0]
+
+
+async def _expire_invitations(h, now):
+    """Let every invitation's lifetime run out (as if 120 s had passed)."""
+    await h.agent.writer.write(lambda db: db.execute("UPDATE invitations SET expires_at = ?",
+                                                     (now - 1,)))
 
 
 async def _case(h, gw, project_no, window="A01", **over):
@@ -75,6 +81,7 @@ def test_unsolicited_press_binds_to_latest_unrated_case_inferred(tmp_path):
             await _case(h, gw, "P-OLD", finishedAt=_cst(now - 300))
             await _case(h, gw, "P-NEW", finishedAt=_cst(now - 30))
             await _case(h, gw, "P-OTHERWIN", window="A02", finishedAt=_cst(now - 10))
+            await _expire_invitations(h, now)     # nobody answered the invitations
             await h.agent.ingest(1001, [rec(1, level=1)], now)
             assert _row(h, 1001, 1) == ("inferred", None, "P-NEW", 1, 1)
             # the next unsolicited press goes to the latest UNRATED case of the window
@@ -110,12 +117,40 @@ def test_late_case_binds_unbound_press_within_window(tmp_path):
             await h.agent.ingest(1001, [rec(2, level=4, reasons=(201,))], now - 180)
             assert _row(h, 1001, 2)[:2] == ("unbound", "no_case")
             await _case(h, gw, "P-LATE", acceptedAt=_cst(now - 600), finishedAt=_cst(now - 60))
+            # held back while P-LATE's own invitation is open: its citizen may still answer it
+            assert _row(h, 1001, 2)[:2] == ("unbound", "no_case")
+            await _expire_invitations(h, now)     # unanswered: the sweep binds the press late
+            await wait_for(lambda: _row(h, 1001, 2)[0] == "late_case", 5)
             assert _row(h, 1001, 2) == ("late_case", None, "P-LATE", 1, 1)
             assert _row(h, 1001, 1)[:2] == ("unbound", "no_case")
             # a case on another window does not take A01's presses
             await h.agent.ingest(1001, [rec(3, level=2)], now - 30)
             await _case(h, gw, "P-A02", window="A02")
             assert _row(h, 1001, 3)[:2] == ("unbound", "no_case")
+    asyncio.run(scenario())
+
+
+def test_invited_rating_beats_an_unsolicited_press(tmp_path):
+    """Exact beats inferred: a press just before or while a case is invited never takes the case
+    from the citizen answering the invitation (else staff could pre-empt a 差评)."""
+    gw = RecordingGateway()
+
+    async def scenario():
+        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+            now = time.time()
+            await h.agent.ingest(1001, [rec(1, level=1)], now - 20)     # before the case
+            inv = await _case(h, gw, "P-EXACT", acceptedAt=_cst(now - 300),
+                              finishedAt=_cst(now - 30))
+            assert _row(h, 1001, 1)[:2] == ("unbound", "no_case")
+            await h.agent.ingest(1001, [rec(2, level=1)], now)          # while it is invited
+            assert _row(h, 1001, 2)[:2] == ("unbound", "no_case")
+            await h.agent.ingest(1001, [rec(3, level=5, invite_id=inv, reasons=(107,))], now)
+            assert _row(h, 1001, 3) == ("invitation", None, "P-EXACT", 1, 1)
+            # the invitation was answered: expiry later changes nothing
+            await _expire_invitations(h, now)
+            await asyncio.sleep(0.3)
+            assert _row(h, 1001, 1)[:2] == ("unbound", "no_case")
+            assert _row(h, 1001, 2)[:2] == ("unbound", "no_case")
     asyncio.run(scenario())
 
 
