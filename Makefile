@@ -38,7 +38,7 @@ syspkgs:
 
 setup: $(STAMP) $(NPMSTAMP) syspkgs
 
-demo: $(STAMP)
+demo: $(STAMP) syspkgs
 	$(PY) -m tools.hcp demo
 
 test: setup

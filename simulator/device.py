@@ -97,6 +97,12 @@ class VirtualDevice:
         self.skew = 1.0 + skew_ppm / 1e6
         self.rng = random.Random(seed)
         self.cfg = fwconfig.load(str(self.root / "config.json"))
+        # On the board a relative path is relative to the flash root (cwd "/"); here the folder
+        # is the flash. `hcp device provision` leaves catalogue_path at its default
+        # "catalogue.bin", which would otherwise land in the host process's cwd.
+        cat_path = self.cfg["catalogue_path"]
+        if not Path(cat_path).is_absolute():
+            self.cfg.data["catalogue_path"] = str(self.root / cat_path)
         self.key = fwconfig.load_key(str(self.root / "device.key"))
         self.device_id = self.cfg.device_id
         stream = port.stream if port is not None else None

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except ERRORS as exc:
         _err(f"失败 failed: {exc}")
         return 1
+    except OSError as exc:    # hall.toml or the key folder not writable, a folder missing …
+        _err(f"失败 failed: {exc.filename or ''}: {exc.strerror or exc} — check the path and its "
+             f"permissions (hall.toml and the key folder belong to root: run with sudo)")
+        return 1
 
 
 def _provision(args: argparse.Namespace) -> int:

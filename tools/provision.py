@@ -64,19 +64,56 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_LOOPBACK = ("127.", "localhost", "::1", "0.0.0.0")
+
+
 def device_config(opts: ProvisionOptions, hall_code: str, broker: object | None) -> dict:
-    """config.json for firmware.config: identity and link; extra settings from --device-json."""
+    """config.json for firmware.config: identity and link; extra settings from --device-json
+    (a section such as "mqtt" or "flow" is merged key by key). Checked with the firmware's own
+    parser, so a device never boots into a ConfigError."""
     cfg: dict = {"device_id": opts.dev_id, "hall": hall_code, "link": opts.link}
-    if opts.link == "mqtt" and broker is not None:
-        cfg["mqtt"] = {"host": broker.host, "port": broker.port}
+    if opts.link == "mqtt" and broker is None:
+        raise ProvisionError(f"代理配置缺少 [broker] {opts.agent_config} has no [broker] section: "
+                             f"an MQTT device cannot be registered there (add the hall broker "
+                             f"first, see edge_agent/deploy/mosquitto/README.md)")
+    if opts.link == "mqtt":
+        # the broker ACL (%u) lets a device use only its own topics: username = its device id
+        cfg["mqtt"] = {"host": broker.host, "port": broker.port, "user": str(opts.dev_id)}
     if opts.device_json is not None:
         try:
             extra = json.loads(Path(opts.device_json).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ProvisionError(f"--device-json {opts.device_json}: {exc}") from None
-        if not isinstance(extra, dict) or "device_id" in extra:
-            raise ProvisionError("--device-json must be a JSON object without device_id")
-        cfg.update(extra)
+        # identity and link must agree with what is registered at the agent
+        if not isinstance(extra, dict) or {"device_id", "hall", "link"} & set(extra):
+            raise ProvisionError("--device-json must be a JSON object without device_id, hall "
+                                 "or link (they come from --dev-id, hall.toml and --link)")
+        for k, v in extra.items():
+            # {"mqtt": {"password": ...}} adds the password; it must not drop host/port/user
+            cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    from firmware.config import Config, ConfigError
+    try:
+        Config(cfg)
+    except (ConfigError, TypeError, KeyError) as exc:    # TypeError: a section is not an object
+        raise ProvisionError(f"设备配置无效 the device's config.json would be refused by the "
+                             f"firmware: {exc} (check --device-json and [broker] in "
+                             f"{opts.agent_config})") from None
+    if cfg["link"] == "mqtt":
+        m = cfg["mqtt"]
+        if str(m.get("host", "")).startswith(_LOOPBACK):
+            raise ProvisionError(
+                f"MQTT 地址 {m['host']} 是代理主机本机地址 the device cannot reach a broker at "
+                f"{m['host']} (the agent host's loopback): give the broker's hall-LAN address in "
+                f"--device-json, e.g. {{\"mqtt\": {{\"host\": \"192.168.1.10\"}}}}")
+        wifi = cfg.get("wifi")
+        ssid = wifi.get("ssid") if isinstance(wifi, dict) else None
+        missing = [n for n, v in (("mqtt.password", m.get("password")), ("wifi.ssid", ssid))
+                   if not v]
+        if missing:
+            raise ProvisionError(
+                f"MQTT 设备缺少 {', '.join(missing)} an MQTT device needs them in --device-json "
+                f"(the broker refuses devices without their own password — add it with "
+                f"mosquitto_passwd, username {opts.dev_id}; the evaluator joins the hall Wi-Fi)")
     return cfg
 
 
