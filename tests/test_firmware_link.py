@@ -122,14 +122,16 @@ def test_pty_lossy_exactly_once(tmp_path):
             return until is None
 
         assert spin(10, lambda: app.uplink.established)
-        for i in range(30):
+        # Holds and gaps of 150 ms: three debounce periods, so a busy CI machine stalling the
+        # loop for a few tens of ms does not merge or drop presses (this is real time).
+        for i in range(20):
             board.press(1 + i % 5)
-            spin(0.08)
+            spin(0.15)
             board.release(1 + i % 5)
-            spin(0.08)
+            spin(0.15)
             spin(0.03)                         # thanks_s = 0: back to idle at once
         n = app.journal.next_rseq - 1
-        assert n == 30
+        assert n == 20
         assert spin(30, lambda: len(agent.stored) == n and app.journal.unacked() == 0)
         assert_exactly_once(agent, n)
     finally:

@@ -156,9 +156,9 @@ def test_device_over_mosquitto_exactly_once(broker, tmp_path):
         spin(app, agent, pa, 0.4)
         for i in range(12):
             app.board.press(1 + i % 3)
-            spin(app, agent, pa, 0.08)
+            spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
             app.board.release(1 + i % 3)
-            spin(app, agent, pa, 0.08)
+            spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
         assert app.journal.next_rseq - 1 == 12
         assert spin(app, agent, pa, 10, lambda: len(agent.stored) == 12
                     and app.journal.unacked() == 0)
@@ -168,9 +168,9 @@ def test_device_over_mosquitto_exactly_once(broker, tmp_path):
         pa.wait_state("offline")
         for i in range(5):
             app.board.press(2)
-            spin(app, agent, pa, 0.08)
+            spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
             app.board.release(2)
-            spin(app, agent, pa, 0.08)
+            spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
         assert spin(app, agent, pa, 20, lambda: len(agent.stored) == 17
                     and app.journal.unacked() == 0)
         pa.wait_state("online 1")
