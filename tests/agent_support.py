@@ -227,7 +227,7 @@ def fast_tuning(**over: Any):
     """Production logic with short timers, so retry paths run in a test's time."""
     from edge_agent.agent import Tuning
     values = dict(linger_s=0.005, retry_base_s=0.05, retry_cap_s=0.5, breaker_threshold=1000,
-                  breaker_cooldown_s=0.5, alert_retry_base_s=0.05, invite_send_timeout_s=1.0,
+                  breaker_cooldown_s=0.5, alert_retry_base_s=0.05, invite_send_timeout_s=5.0,
                   invite_sweep_s=0.05)
     values.update(over)
     return Tuning(**values)

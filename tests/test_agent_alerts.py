@@ -84,7 +84,9 @@ def test_bad_rating_alert_webhook_with_retry(tmp_path):
                 assert a["ratingId"] == "T01-1001-1"
                 _assert_no_rater_data(a)
                 assert sup.calls == 2  # the first attempt failed and was retried
-                assert h.q("SELECT state, attempts FROM alerts") == [("done", 2)]
+                # the agent records the delivery after the webhook answered: poll for it
+                await wait_for(lambda: h.q("SELECT state, attempts FROM alerts")
+                               == [("done", 2)], timeout=10)
                 # an unsolicited 差评 without a case alerts at once; the late case alerts again
                 await h.agent.ingest(1001, [rec(3, level=4, reasons=(201,))], time.time())
                 await wait_for(lambda: len(sup.received) == 2, timeout=10)

@@ -268,7 +268,9 @@ REJECTIONS = [
     (ZJ, {"assessTime": bj_time("%Y%m%dT%H%M%S")}, "bad_format:assessTime"),
     (ZJ, {"acceptDate": "2024-13-01 00:00:00"}, "bad_format:acceptDate"),
     (ZJ, {"assessTime": FUTURE_DASH}, "bad_time_future:assessTime"),
-    (ZJ, {"acceptDate": bj_time("%Y-%m-%d %H:%M:%S", 1)}, "bad_time_order"),
+    # both times fixed here (at collection), so their order holds however late the test runs
+    (ZJ, {"assessTime": bj_time("%Y-%m-%d %H:%M:%S", 10),
+          "acceptDate": bj_time("%Y-%m-%d %H:%M:%S", 5)}, "bad_time_order"),
     (ZJ, {"areaCode": "37140"}, "bad_format:areaCode"),
     (ZJ, {"areaCode": "330100000"}, "bad_format:areaCode"),
     (ZJ, {"deptCode": wrong_last(CREDIT_OK, CREDIT_SET)}, "bad_credit_code:deptCode"),

@@ -220,9 +220,16 @@ class MqttLink:
             except Exception:
                 log.exception("mqtt message handling failed", extra={"topic": topic})
                 self._ack(gen, mid, qos)
-            if self._need_cycle and self._queue.empty() and not self._cycling:
-                self._need_cycle = False
-                asyncio.get_running_loop().create_task(self._cycle())
+            self._maybe_cycle()
+
+    def _maybe_cycle(self) -> None:
+        """Reconnect for redelivery once nothing is queued or being handled: a message still
+        being handled when the connection drops could not be acked on the new one, would be
+        redelivered, and with a full queue every cycle would repeat that forever."""
+        if self._need_cycle and self._queue.empty() and not self._processing \
+                and not self._cycling:
+            self._need_cycle = False
+            asyncio.get_running_loop().create_task(self._cycle())
 
     async def _handle(self, gen: int, topic: str, payload: bytes, mid: int, qos: int,
                       retain: bool, received_at: float) -> None:
@@ -268,6 +275,7 @@ class MqttLink:
                                                           "reason": type(fut.exception()).__name__})
             if not fut.cancelled():
                 self._ack(gen, mid, qos)   # after ingest returned: the records are committed
+            self._maybe_cycle()
         done.add_done_callback(finished)
 
     def _ack(self, gen: int, mid: int, qos: int) -> None:
