@@ -13,57 +13,7 @@ from protocol.arq import RecordSender, RecordReceiver, DownlinkSender
 from protocol.errors import ProtocolError
 from protocol.session import Session, DEVICE, AGENT
 
-
-class Rng:
-    """xorshift32: the same sequence on every runtime."""
-
-    def __init__(self, seed):
-        self.s = (seed * 2654435761 + 1) & 0xFFFFFFFF or 1
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def chance(self, p):
-        return (self.next() % 10000) < int(p * 10000)
-
-    def between(self, a, b):
-        return a + self.next() % (b - a + 1)
-
-
-class Channel:
-    def __init__(self, rng, loss, dup, reorder, corrupt):
-        self.rng = rng
-        self.loss, self.dup, self.reorder, self.corrupt = loss, dup, reorder, corrupt
-        self.q = []
-        self.n = 0     # tie-break: MicroPython's sort is not stable
-
-    def send(self, now, data):
-        rng = self.rng
-        if rng.chance(self.loss):
-            return
-        copies = 2 if rng.chance(self.dup) else 1
-        for _ in range(copies):
-            d = data
-            if rng.chance(self.corrupt):
-                b = bytearray(d)
-                i = rng.next() % len(b)
-                b[i] ^= 1 << (rng.next() % 8)
-                d = bytes(b)
-            delay = rng.between(5, 120) if rng.chance(self.reorder) else 20
-            self.n += 1
-            self.q.append((now + delay, self.n, d))
-
-    def due(self, now):
-        out = [x for x in self.q if x[0] <= now]
-        if out:
-            self.q = [x for x in self.q if x[0] > now]
-            out.sort()
-        return [x[2] for x in out]
+from fw_agent import Faults, Lossy, Rng   # the firmware tests' deterministic lossy wire
 
 
 def run(seed, n=200, loss=0.2, dup=0.1, reorder=0.3, corrupt=0.05, reconnect_ms=4000,
@@ -72,8 +22,9 @@ def run(seed, n=200, loss=0.2, dup=0.1, reorder=0.3, corrupt=0.05, reconnect_ms=
     key = bytes([(seed + i) & 0xFF for i in range(32)])
     dev = Session(1001, key, DEVICE)
     ag = Session(1001, key, AGENT)
-    up = Channel(rng, loss, dup, reorder, corrupt)
-    down = Channel(rng, loss, dup, reorder, corrupt)
+    faults = Faults(loss, dup, reorder, corrupt)
+    up = Lossy(rng, faults)
+    down = Lossy(rng, faults)
     sender = RecordSender()
     receiver = RecordReceiver()
     dl = DownlinkSender()
@@ -120,14 +71,14 @@ def run(seed, n=200, loss=0.2, dup=0.1, reorder=0.3, corrupt=0.05, reconnect_ms=
         for batch in sender.poll(now, low, head):
             recs = [journal[r] for r in batch if r in journal]
             _, data = dev.seal(m.RECORDS, {"low": low, "records": recs})
-            up.send(now, data)
+            up.put(now, data)
             stats["frames_up"] += 1
         for item_id in dl.poll(now):
             seq, data = ag.seal(m.INVITE, {"invite_id": dl.items[item_id], "lifetime": 60,
                                            "staff_no": "", "name_w": 0, "name_h": 0,
                                            "name_bitmap": b""})
             dl.sent(item_id, seq, now)
-            down.send(now, data)
+            down.put(now, data)
             stats["frames_down"] += 1
         for data in up.due(now):
             try:
@@ -142,7 +93,7 @@ def run(seed, n=200, loss=0.2, dup=0.1, reorder=0.3, corrupt=0.05, reconnect_ms=
                     stored[r] = stored.get(r, 0) + 1
                 receiver.committed(new)
                 cum, sack = receiver.ack()
-                down.send(now, ag.seal(m.ACK, {"cum": cum, "sack": sack})[1])
+                down.put(now, ag.seal(m.ACK, {"cum": cum, "sack": sack})[1])
             elif t == m.DACK:
                 dl.on_dack(fields["seq"], fields["bitmap"], now)
         for data in down.due(now):
@@ -157,7 +108,7 @@ def run(seed, n=200, loss=0.2, dup=0.1, reorder=0.3, corrupt=0.05, reconnect_ms=
                     del journal[r]
             elif t == m.INVITE:
                 executed[fields["invite_id"]] = executed.get(fields["invite_id"], 0) + 1
-            up.send(now, dev.seal(m.DACK, {"seq": dev.rx.highest,
+            up.put(now, dev.seal(m.DACK, {"seq": dev.rx.highest,
                                            "bitmap": dev.rx.bitmap32()})[1])
         if next_rseq > n and not journal and dl.pending() == 0:
             break

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ARQ_SIM = (Path(__file__).resolve().parent / "arq_sim.py").read_text()
+HERE = Path(__file__).resolve().parent
+SIM_FILES = {"/lib/" + n: (HERE / n).read_text() for n in ("arq_sim.py", "fw_agent.py")}
 
 
 def test_primitives_micropython(micropython):
@@ -29,5 +30,5 @@ def test_windows_micropython(micropython):
         "    arq_sim.run(seed)\n"
         "arq_sim.run(100, loss=0.5, dup=0.3, reorder=0.6, corrupt=0.2, reconnect_ms=1500)\n"
         "print('windows ok')\n",
-        files={"/lib/arq_sim.py": ARQ_SIM})
+        files=SIM_FILES)
     assert "windows ok" in out
