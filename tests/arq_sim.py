@@ -1,7 +1,7 @@
 """A lossy-link simulation of RL1's windows with real sessions and frames. MicroPython subset:
 it runs under CPython (many seeds) and under the MicroPython runtime (a few seeds).
 
-The device journals `n` records over time (some rseqs burnt, as a torn write would), sends them
+The device journals `n` records over time (some rseqs skipped, SPEC §6.2), sends them
 with RecordSender, the agent stores them with RecordReceiver and acks after "commit"; the agent
 also pushes INVITEs through DownlinkSender. Frames are lost, duplicated, reordered, corrupted,
 and the session is re-established now and then. Returns a dict of counters; raises AssertionError
