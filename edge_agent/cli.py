@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, load_config
+from tools.hcp import parse_args
 
 DEFAULT_CONFIG = os.environ.get("HCP_AGENT_CONFIG", "/etc/hcp/hall.toml")
 
@@ -109,11 +110,9 @@ def _agent_health(cfg: Config) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `hcp agent`; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0) if exc.code in (0, None) else 2
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         cfg = _load(args.config)
     except ConfigError as exc:

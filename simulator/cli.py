@@ -31,6 +31,7 @@ from .citizens import CitizenProfile
 from .device import VirtualDevice, provision
 from .hall import Hall
 from .ptyport import PtyPort
+from tools.hcp import parse_args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,10 +191,9 @@ async def simulate(args: argparse.Namespace, console: Console) -> dict:
 
 def sim_main(argv: list[str] | None = None) -> int:
     """Entry point of `hcp sim`; returns the exit code."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0) if exc.code in (0, None) else 2
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
     console = Console()
 
     async def guarded() -> dict:

@@ -29,6 +29,7 @@ from .device import VirtualDevice
 from .hall import Hall
 from .liveview import Snapshot, View
 from .ptyport import PtyPort
+from tools.hcp import parse_args
 
 TITLE = "好差评 大厅演示 hall demo"
 _LIVE_SERVICES: list[services.Service] = []
@@ -292,10 +293,9 @@ def print_summary(console: Console, s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hcp demo`; returns the exit code."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0) if exc.code in (0, None) else 2
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)      # CI logs: no 80-column wrapping of the summary

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from edge_agent.cli import DEFAULT_CONFIG
+from tools.hcp import parse_args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,11 +64,9 @@ def _err(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `hcp device`; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code in (0, None) else 2
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
     from tools.provision import ERRORS
     try:
         if args.cmd == "provision":

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tools import screen_layout
+from tools.hcp import parse_args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +47,9 @@ def _err(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `hcp firmware`; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code in (0, None) else 2
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
     from tools.bitmaps import FontMissing
     from tools.firmware_build import BuildError
     try:

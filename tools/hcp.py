@@ -20,6 +20,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def parse_args(parser, argv: list[str] | None):
+    """`parser.parse_args(argv)` for a subcommand, without exiting the process: returns the
+    Namespace, or the exit code (0 after --help, 2 after a usage error argparse already printed).
+    Every `hcp` subcommand uses this so the library entry points can be called from tests."""
+    try:
+        return parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return 0 if exc.code in (0, None) else 2
+
+
 def usage() -> str:
     lines = ["usage: hcp <command> [options]", "", "commands:"]
     for name, (_, _, text) in SUBCOMMANDS.items():

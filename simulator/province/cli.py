@@ -19,6 +19,7 @@ from .auth import AUTH_MODES
 from .faults import parse_outage
 from .profiles import PROFILES, upload_path
 from .signing import SIGN_ALGS
+from tools.hcp import parse_args
 
 if TYPE_CHECKING:  # the server (and aiohttp) is imported only when serving
     from .server import ServerConfig
@@ -83,10 +84,9 @@ async def _serve(config: ServerConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hcp province`; returns the exit code."""
     parser = _parser()
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:  # --help or a usage error: return the code, don't exit
-        return int(exc.code or 0)
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     if args.command != "serve":
         parser.print_help()
         return 2
