@@ -13,11 +13,20 @@ Delivery guarantees:
   it — for RECORDS that is after `agent.ingest` returned (COMMIT). A crash before that leaves the
   message un-acked and the broker redelivers it.
 * paho callbacks run on paho's thread and only hand events to the event loop
-  (`loop.call_soon_threadsafe`) where they go into a bounded queue. MQTT v5 Receive Maximum is
-  set to the queue size plus the frames allowed in processing, so a conforming broker never sends
-  more than fits. If the queue is full anyway, the message is NOT acked (nothing is dropped
-  silently): it is counted, and once the queue has drained the client reconnects so the broker
-  redelivers it.
+  (`loop.call_soon_threadsafe`) where they go into a queue. Back-pressure is MQTT v5 flow
+  control: we advertise Receive Maximum R and send a PUBACK only after the message was handled,
+  so a conforming broker has at most R QoS 1 messages of ours outstanding and keeps the rest on
+  its side. Brokers do over-send: Mosquitto 2.0.11 (Debian's) sends two messages for one PUBACK
+  now and then and resends every in-flight message on session resume regardless of R.
+* Overflow policy: the queue takes up to `queue_limit` messages (default 4 R). A message beyond
+  that is dropped, counted (`dropped`) and acked — never left un-acked, because an un-acked
+  message keeps its slot of the broker's quota until a reconnect, and refusing by reconnecting
+  makes such a broker resend even more (it livelocked in tests). Dropping a frame is safe: RL1
+  sits above MQTT, the device deletes a record only after the agent's RL1 ACK, which is sent
+  after the record's commit, so a dropped RECORDS frame is simply retransmitted.
+* On every (re)connection messages still queued from the previous connection are discarded:
+  they were never acked, so the broker redelivers them (or, if it lost the session, the device
+  resends the records it has no RL1 ACK for); handling both copies would only count replays.
 * A PUBACK is only sent on the connection that delivered the message (message ids are per
   connection); after a reconnect the broker redelivers instead.
 * The device id in a frame must equal the one in the topic (`wrong_device` otherwise).
@@ -48,8 +57,9 @@ class MqttLink:
 
     def __init__(self, agent: Any, hall: str, host: str, port: int, devices: dict[int, bytes],
                  username: str | None = None, password: str | None = None, tls: bool = False,
-                 client_id: str | None = None, queue_size: int = 256, max_processing: int = 64,
-                 receive_maximum: int | None = None, keepalive: int = 30,
+                 client_id: str | None = None, receive_maximum: int = 256,
+                 max_processing: int = 64, queue_limit: int | None = None,
+                 keepalive: int = 30,
                  **session_opts: Any) -> None:
         self.agent = agent
         self.hall = hall
@@ -58,24 +68,26 @@ class MqttLink:
         self.client_id = client_id or f"hcp-agent-{hall}"
         self.keepalive = keepalive
         self.prefix = f"hcp/v1/{hall}/"
-        self.queue_size = queue_size
-        self.max_processing = max_processing
-        self.receive_maximum = receive_maximum or min(65535, queue_size + max_processing)
+        if not 1 <= receive_maximum <= 65535:
+            raise ValueError("receive_maximum must be 1..65535 (MQTT v5 Receive Maximum)")
+        self.receive_maximum = receive_maximum
+        self.queue_limit = queue_limit or 4 * receive_maximum
+        self.max_processing = max_processing     # frames handled concurrently
         self.sessions: dict[int, DeviceSession] = {
             did: DeviceSession(agent, did, key, self._sender(did), link="mqtt", **session_opts)
             for did, key in devices.items()}
         self.connected = False
         self.generation = 0           # bumped on every (re)connection
         self.connects = 0
-        self.overflow = 0             # messages not queued (and not acked) because it was full
+        self.over_receive_maximum = 0   # QoS 1 messages the broker sent beyond R (its fault)
+        self.dropped = 0                # messages dropped (and acked) with the queue full
+        self._held = 0                  # QoS 1 messages of this connection not yet acked
         self.started_at = int(time.time())
         self._queue: asyncio.Queue | None = None
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._consumer: asyncio.Task | None = None
-        self._cycling = False
-        self._need_cycle = False
         self._unknown = RateLimit(1.0)
         self._processing: set[asyncio.Future] = set()
 
@@ -84,7 +96,7 @@ class MqttLink:
     async def start(self) -> None:
         """Load every device's record window, connect (in the background, retrying forever)."""
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._queue = asyncio.Queue()   # bounded by flow control, see module doc
         self._sem = asyncio.Semaphore(self.max_processing)
         for s in self.sessions.values():
             await s.load()
@@ -172,21 +184,34 @@ class MqttLink:
     def _on_event(self, event: tuple) -> None:
         kind = event[0]
         if kind == "message":
-            try:
-                self._queue.put_nowait((self.generation,) + event[1:])
-            except asyncio.QueueFull:
-                # not acked: the broker keeps it and redelivers after we reconnect
-                self.overflow += 1
-                self._need_cycle = True
-                log.warning("mqtt queue full; message left un-acked for redelivery",
-                            extra={"queued": self._queue.qsize(), "overflow": self.overflow})
+            item = (self.generation,) + event[1:]
+            qos = event[4]
+            if qos > 0:
+                self._held += 1
+                if self._held > self.receive_maximum:
+                    self.over_receive_maximum += 1
+                    if self.over_receive_maximum == 1:
+                        log.warning("mqtt broker sent more than our Receive Maximum (taken "
+                                    "anyway, up to queue_limit)",
+                                    extra={"receiveMaximum": self.receive_maximum})
+            if self._queue.qsize() >= self.queue_limit:
+                self.dropped += 1
+                self.agent.count_rejected("mqtt_queue_full")   # /metrics frames rejected
+                if self.dropped == 1 or self.dropped % 100 == 0:
+                    log.warning("mqtt queue full: frame dropped and acked (RL1 resends its "
+                                "records)", extra={"queueLimit": self.queue_limit,
+                                                   "dropped": self.dropped})
+                self._ack(self.generation, event[3], qos)
+                return
+            self._queue.put_nowait(item)
             return
+        if kind in ("connect", "disconnect"):
+            self._new_generation()
         if kind == "connect":
             ok, reason, session_present = event[1:]
             if not ok:
                 log.warning("mqtt connect refused", extra={"reason": reason})
                 return
-            self.generation += 1
             self.connects += 1
             self.connected = True
             c = self._client
@@ -204,7 +229,6 @@ class MqttLink:
             if self.connected:
                 log.warning("mqtt disconnected", extra={"reason": event[1]})
             self.connected = False
-            self.generation += 1
             for s in self.sessions.values():
                 s.link_up = False   # devices may still be online at the broker; no state change
         elif kind == "subscribed":
@@ -220,16 +244,18 @@ class MqttLink:
             except Exception:
                 log.exception("mqtt message handling failed", extra={"topic": topic})
                 self._ack(gen, mid, qos)
-            self._maybe_cycle()
 
-    def _maybe_cycle(self) -> None:
-        """Reconnect for redelivery once nothing is queued or being handled: a message still
-        being handled when the connection drops could not be acked on the new one, would be
-        redelivered, and with a full queue every cycle would repeat that forever."""
-        if self._need_cycle and self._queue.empty() and not self._processing \
-                and not self._cycling:
-            self._need_cycle = False
-            asyncio.get_running_loop().create_task(self._cycle())
+    def _new_generation(self) -> None:
+        """A connection ended or began: message ids and the broker's count start afresh."""
+        self.generation += 1
+        self._held = 0
+        stale = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            stale += 1
+        if stale:
+            log.info("mqtt: dropped messages of the previous connection (the broker redelivers)",
+                     extra={"messages": stale})
 
     async def _handle(self, gen: int, topic: str, payload: bytes, mid: int, qos: int,
                       retain: bool, received_at: float) -> None:
@@ -275,33 +301,15 @@ class MqttLink:
                                                           "reason": type(fut.exception()).__name__})
             if not fut.cancelled():
                 self._ack(gen, mid, qos)   # after ingest returned: the records are committed
-            self._maybe_cycle()
         done.add_done_callback(finished)
 
     def _ack(self, gen: int, mid: int, qos: int) -> None:
         # message ids belong to one connection: after a reconnect the broker redelivers instead
-        if qos == 0 or gen != self.generation or not self.connected or self._client is None:
+        if qos == 0 or gen != self.generation:
             return
-        self._client.ack(mid, qos)
-
-    async def _cycle(self) -> None:
-        """Reconnect so the broker redelivers the messages we could not queue."""
-        self._cycling = True
-        c = self._client
-        try:
-            log.info("mqtt reconnecting to receive un-acked messages again")
-            await asyncio.get_running_loop().run_in_executor(None, self._reconnect_blocking, c)
-        except Exception as exc:
-            log.warning("mqtt reconnect failed", extra={"reason": type(exc).__name__})
-        finally:
-            self._cycling = False
-
-    def _reconnect_blocking(self, c: mqtt.Client) -> None:
-        c.disconnect()
-        c.loop_stop()
-        c.connect_async(self.host, self.port, keepalive=self.keepalive, clean_start=False,
-                        properties=self._connect_props())
-        c.loop_start()
+        self._held -= 1
+        if self.connected and self._client is not None:
+            self._client.ack(mid, qos)
 
     # ------------------------------------------------------------------ sending
 
