@@ -247,6 +247,30 @@ class Agent:
         key = "".join(c if c.isalnum() or c in "_-" else "_" for c in str(reason))[:64] or "other"
         self.rejected[key] = self.rejected.get(key, 0) + 1
 
+    async def device_alert(self, device_id: int, kind: str, details: dict[str, Any]) -> int:
+        """Raise an operational alert about a device (e.g. `hello_burst`) to the configured
+        alert targets, durably like a 差评 alert. `details` must hold no rater data.
+        Returns the number of alert rows written (0 without alert targets)."""
+        targets = self.ctx.alert_targets
+        if not targets:
+            return 0
+        window = self.ctx.device_windows.get(device_id)
+        now = time.time()
+        body = json.dumps({
+            "type": kind, "hallCode": self.ctx.hall_code, "deviceId": device_id,
+            "window": window, "windowName": self.ctx.window_names.get(window or "", window),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(now + 8 * 3600)),
+            **details}, ensure_ascii=False)
+
+        def op(db):
+            for target in targets:
+                db.execute("INSERT INTO alerts(device_id, kind, target, payload, state, next_at,"
+                           " created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                           (device_id, kind, target, body, now, now))
+        await self.writer.write(op)
+        self.alerts.wake()
+        return len(targets)
+
     # ------------------------------------------------------------------ devices
 
     def register_gateway(self, gateway: DeviceGateway, device_ids: Iterable[int] | None = None

@@ -100,9 +100,15 @@ def _print_table(rows: list[dict], cols: list[str]) -> None:
 
 def _agent_health(cfg: Config) -> str:
     import urllib.request
+    from .service import endpoint_file
     host = "127.0.0.1" if cfg.listen_host in ("0.0.0.0", "::") else cfg.listen_host
+    url = f"http://{host}:{cfg.listen_port}"
+    try:   # the running agent's own record of where it listens (needed for port 0)
+        url = endpoint_file(cfg).read_text().strip()
+    except OSError:
+        pass
     try:
-        with urllib.request.urlopen(f"http://{host}:{cfg.listen_port}/healthz", timeout=1) as r:
+        with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
             return "running 运行中" if r.status == 200 else f"unhealthy 异常 ({r.status})"
     except Exception:
         return "not reachable 未运行或不可达"

@@ -109,6 +109,31 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         )""",
         "CREATE INDEX alerts_due ON alerts(state, next_at)",
     ]),
+    # 2: device alerts (a burst of HELLOs) have no rating: rating_id becomes nullable and
+    # device_id names the device. SQLite cannot drop NOT NULL in place, so the table is rebuilt.
+    (2, [
+        """CREATE TABLE alerts_v2 (
+            id INTEGER PRIMARY KEY,
+            rating_id INTEGER REFERENCES ratings(id),
+            device_id INTEGER,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            done_at REAL,
+            last_error TEXT,
+            UNIQUE(rating_id, kind, target)
+        )""",
+        "INSERT INTO alerts_v2(id, rating_id, device_id, kind, target, payload, state, attempts,"
+        " next_at, created_at, done_at, last_error) SELECT id, rating_id, NULL, kind, target,"
+        " payload, state, attempts, next_at, created_at, done_at, last_error FROM alerts",
+        "DROP TABLE alerts",
+        "ALTER TABLE alerts_v2 RENAME TO alerts",
+        "CREATE INDEX alerts_due ON alerts(state, next_at)",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

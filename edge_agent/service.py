@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -37,6 +38,11 @@ async def _watchdog(agent: Agent, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def endpoint_file(config: Config) -> Path:
+    """Where a running agent writes its HTTP address (`listen` may be port 0), for the CLI."""
+    return Path(config.storage + ".http")
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None,
                 tuning: Tuning | None = None, on_listening: Callable[[str], None] | None = None
                 ) -> None:
@@ -57,6 +63,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     port = runner.addresses[0][1] if runner.addresses else config.listen_port
     url = f"http://{config.listen_host}:{port}"
     log.info("listening", extra={"url": url})
+    endpoint = endpoint_file(config)
+    local = "127.0.0.1" if config.listen_host in ("0.0.0.0", "::", "") else config.listen_host
+    endpoint.write_text(f"http://{local}:{port}\n")
     if on_listening:
         on_listening(url)
     link_stops = []
@@ -76,5 +85,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
         for s in link_stops:
             await s()
         await runner.cleanup()
+        endpoint.unlink(missing_ok=True)
         await agent.stop()
         log.info("stopped", extra={"at": time.time()})

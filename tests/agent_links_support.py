@@ -367,9 +367,10 @@ class Broker:
 
 def write_links_config(tmp: Path, *, serial_port: Path | None = None,
                        mqtt_devices: tuple[int, ...] = (), broker_port: int | None = None,
-                       agent_password: str = "", extra_devices: str = "") -> tuple[Path, dict]:
+                       agent_password: str = "", extra: str = "") -> tuple[Path, dict]:
     """A hall.toml with device 1001 on `serial_port` (if given) and MQTT devices; returns the
-    path and {device_id: key} (raw 32-byte key files under keys/)."""
+    path and {device_id: key} (raw 32-byte key files under keys/). `extra` is appended TOML
+    (more devices, an [alerts] table)."""
     keys_dir = tmp / "keys"
     keys_dir.mkdir(exist_ok=True)
     keys: dict[int, bytes] = {}
@@ -413,7 +414,7 @@ listen = "127.0.0.1:0"
 
 {"".join(f'[[windows]]{chr(10)}id = "{w}"{chr(10)}' for w in windows)}
 {dev_text}
-{extra_devices}
+{extra}
 {broker}
 
 [upstream]

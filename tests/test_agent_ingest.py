@@ -126,6 +126,32 @@ def test_writer_uses_full_sync_and_schema_version(tmp_path):
     assert MIGRATIONS == sorted(MIGRATIONS, key=lambda m: m[0])
 
 
+def test_migration_2_keeps_version_1_alerts_and_allows_device_alerts(tmp_path):
+    path = str(tmp_path / "v1.db")
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL"
+                " NOT NULL)")
+    for sql in MIGRATIONS[0][1]:
+        raw.execute(sql)
+    raw.execute("INSERT INTO schema_version VALUES (1, 0)")
+    raw.execute("INSERT INTO ratings(id, device_id, rseq, global_id, device_time, assess_time,"
+                " time_source, received_at, invite_id, cat_version, level, flags, reasons,"
+                " binding) VALUES (9, 1001, 1, 'T-1001-1', 1, 1, 'device', 1, 0, 1, 5, 0, '[]',"
+                " 'unbound')")
+    raw.execute("INSERT INTO alerts(id, rating_id, kind, target, payload, state, next_at,"
+                " created_at) VALUES (5, 9, 'bad_rating', 'webhook', '{}', 'pending', 1, 1)")
+    raw.commit()
+    raw.close()
+    db = connect(path)
+    assert migrate(db) == LATEST
+    assert db.execute("SELECT id, rating_id, device_id, kind, state FROM alerts").fetchall() \
+        == [(5, 9, None, "bad_rating", "pending")]
+    db.execute("INSERT INTO alerts(device_id, kind, target, payload, state, next_at, created_at)"
+               " VALUES (1001, 'hello_burst', 'webhook', '{}', 'pending', 1, 1)")
+    assert db.execute("SELECT COUNT(*) FROM alerts WHERE rating_id IS NULL").fetchone() == (1,)
+    db.close()
+
+
 def test_count_rejected_and_device_seen(tmp_path):
     async def scenario():
         async with running_agent(write_config(tmp_path)) as h:

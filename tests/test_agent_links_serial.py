@@ -3,6 +3,7 @@ scripted RL1 device. Ack-after-commit, unplug/replug, rejections by reason, INVI
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import tty
@@ -19,11 +20,13 @@ from tests.conftest import require
 class _Rig:
     """Agent + serial link + scripted device on a pty."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, extra_config: str = "", **link_opts) -> None:
         self.tmp = tmp_path
         self.link_path = tmp_path / "ttyEVAL1001"
-        self.cfg, self.keys = write_links_config(tmp_path, serial_port=self.link_path)
+        self.cfg, self.keys = write_links_config(tmp_path, serial_port=self.link_path,
+                                                 extra=extra_config)
         self.db = tmp_path / "agent.db"
+        self.link_opts = link_opts
 
     async def __aenter__(self):
         self.port = PtyPort(self.link_path)
@@ -31,7 +34,7 @@ class _Rig:
         self.port.plug(self.dev)
         self.h = await running_agent(self.cfg, fast_tuning()).__aenter__()
         self.agent = self.h.agent
-        self.links = await start_links(self.agent, self.h.config)   # default 1 s reopen
+        self.links = await start_links(self.agent, self.h.config, **self.link_opts)
         self.link = self.links[0]
         self.session = self.link.session
         await wait_for(lambda: self.link.is_open, 5)
@@ -261,3 +264,25 @@ def test_render_name_packs_mono_hlsb():
     w2, _, _ = name_bitmap.render_name("测试" * 10)      # too wide: condensed into 96 pixels
     assert 0 < w2 <= m.MAX_NAME_W
     assert name_bitmap.render_name("") == (0, 0, b"")
+
+
+def test_a_burst_of_hellos_raises_one_device_alert(tmp_path):
+    """SPEC §5.3: replayed HELLOs (or a boot loop) are counted; a burst alerts once per period,
+    through the same durable alert rows as a 差评 (the webhook is never reached here)."""
+    async def scenario():
+        extra = '[alerts]\nwebhook_url = "http://127.0.0.1:9/hook"\n'
+        async with _Rig(tmp_path, extra, hello_burst=(3, 60.0)) as r:
+            await r.handshake()
+            for _ in range(5):
+                n = r.session.hellos
+                r.dev.say_hello()
+                await wait_for(lambda: r.session.hellos > n, 5)
+            await wait_for(lambda: r.h.q("SELECT COUNT(*) FROM alerts") == [(1,)], 5)
+            assert r.session.hello_bursts == 1
+            kind, device, rating, payload = r.h.q(
+                "SELECT kind, device_id, rating_id, payload FROM alerts")[0]
+            assert (kind, device, rating) == ("hello_burst", 1001, None)
+            body = json.loads(payload)
+            assert body["type"] == "hello_burst" and body["window"] == "A01"
+            assert body["hellos"] >= 3 and body["periodS"] == 60.0
+    asyncio.run(scenario())

@@ -110,11 +110,7 @@ def test_pii_absent_from_logs_metrics_status_exports(tmp_path):
 
 
 def test_agent_run_subprocess_sd_notify_json_logs(tmp_path):
-    cfg = write_config(tmp_path)
-    with socket.socket() as probe:  # a fixed port, so `hcp agent status` can find the agent
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+    cfg = write_config(tmp_path)   # listen on port 0: `status` finds the agent all the same
     notify_path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(notify_path)
@@ -139,12 +135,14 @@ def test_agent_run_subprocess_sd_notify_json_logs(tmp_path):
             assert status == 201 and body["invitations"][0]["state"] == "waiting"
         asyncio.run(talk())
         r = run_cli("status", "--config", str(cfg))
-        assert r.returncode == 0 and "running" in r.stdout
+        assert r.returncode == 0 and "running" in r.stdout, r.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
         sock.close()
     assert proc.returncode == 0
+    r = run_cli("status", "--config", str(cfg))
+    assert r.returncode == 0 and "not reachable" in r.stdout, r.stdout
     lines = [json.loads(x) for x in err.splitlines() if x.strip()]
     assert any(x["msg"] == "case received" and x["projectNo"] == "P-RUN-1" for x in lines)
     assert any(x["msg"] == "stopped" for x in lines)

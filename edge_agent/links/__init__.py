@@ -60,9 +60,10 @@ async def start_links(agent: Any, config: Any, **options: Any) -> list:
     if "catalogue" not in options:
         options["catalogue"] = load_catalogue_push(getattr(config, "catalogue_path", None))
     serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "window",
-                   "catalogue", "reply_interval_s", "tick_s")}
+                   "catalogue", "reply_interval_s", "tick_s", "hello_burst")}
     mqtt_opts = {k: v for k, v in options.items() if k in ("max_processing", "receive_maximum",
-                 "queue_limit", "keepalive", "client_id", "window", "catalogue", "reply_interval_s", "tick_s")}
+                 "queue_limit", "keepalive", "client_id", "window", "catalogue",
+                 "reply_interval_s", "tick_s", "hello_burst")}
     unknown = set(options) - set(serial_opts) - set(mqtt_opts)
     if unknown:
         raise TypeError(f"unknown link options: {', '.join(sorted(unknown))}")

@@ -21,6 +21,7 @@ acked, or refused). The MQTT link sends its PUBACK only then.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import string
@@ -44,6 +45,9 @@ _PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
 CANCEL_KEEP_S = 300.0     # a CANCEL nobody DACKs is dropped after this long
 CONFIG_KEEP_S = 3600.0    # catalogue chunks: resent until DACKed, for up to an hour a session
 TIME_EVERY_S = 3600.0     # a TIME frame this often keeps device clocks within a few seconds
+# (HELLOs, seconds): a device boots or reconnects a few times a day; ten sessions in ten
+# minutes means a boot loop, a flapping link or a replayed HELLO (SPEC §5.3) — alert once
+HELLO_BURST = (10, 600.0)
 
 
 def now_ms() -> int:
@@ -115,7 +119,8 @@ class DeviceSession:
 
     def __init__(self, agent: Any, device_id: int, key: bytes, send: Send, *, link: str,
                  window: int = DEFAULT_WINDOW, catalogue: CataloguePush | None = None,
-                 reply_interval_s: float = 1.0, tick_s: float = 0.05) -> None:
+                 reply_interval_s: float = 1.0, tick_s: float = 0.05,
+                 hello_burst: tuple[int, float] = HELLO_BURST) -> None:
         self.agent = agent
         self.device_id = device_id
         self.link = link
@@ -129,6 +134,10 @@ class DeviceSession:
         self.link_up = False
         self.online = False
         self.hellos = 0
+        self.hello_bursts = 0
+        self._hello_times: collections.deque[float] = collections.deque()
+        self._hello_burst = hello_burst
+        self._burst_quiet_until = 0.0
         self.pending_ingests = 0
         self.stats = {"frames_in": 0, "frames_out": 0, "rejected": 0, "records_new": 0,
                       "records_dup": 0, "acks": 0, "busy": 0, "send_failed": 0}
@@ -262,8 +271,38 @@ class DeviceSession:
         return fr.build(m.ERROR, fr.FLAG_DOWN, self.device_id, 0,
                         m.encode(m.ERROR, {"code": code, "ref_seq": 0}))
 
+    def _note_hello(self) -> None:
+        """SPEC §5.3: a replayed HELLO cannot be told from a real one, but a burst of them
+        (or a device rebooting over and over) is worth a person's look: alert once per period."""
+        count, period = self._hello_burst
+        now = time.monotonic()
+        times = self._hello_times
+        times.append(now)
+        while times and times[0] < now - period:
+            times.popleft()
+        if len(times) < count or now < self._burst_quiet_until:
+            return
+        self.hello_bursts += 1
+        self._burst_quiet_until = now + period
+        log.warning("device HELLO burst: rebooting, or its HELLO is being replayed",
+                    extra={"deviceId": self.device_id, "hellos": len(times),
+                           "periodS": period, "link": self.link})
+        self._spawn(self._alert("hello_burst", {
+            "hellos": len(times), "periodS": period, "link": self.link,
+            "message": "评价器频繁重新连接（反复重启或握手帧被重放），请检查设备与线路 "
+                       "device keeps starting new sessions: check power, cable and network"}))
+
+    async def _alert(self, kind: str, details: dict) -> None:
+        try:
+            await self.agent.device_alert(self.device_id, kind, details)
+        except Exception as exc:   # the log line above already says it; storage is failing
+            log.error("device alert not stored", extra={"deviceId": self.device_id,
+                                                        "kind": kind,
+                                                        "reason": type(exc).__name__})
+
     def _on_hello(self, fields: dict) -> Awaitable[None]:
         self.hellos += 1
+        self._note_hello()
         # A-1 applies to HELLO too: the journal holds nothing un-acked below `low`
         self.receiver.note_low(fields["low"])
         cum = self.receiver.cum
