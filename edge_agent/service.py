@@ -56,7 +56,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
             pass
     agent = Agent(config, tuning)
     await agent.start()
-    runner = web.AppRunner(make_app(agent), access_log=None)
+    runner = web.AppRunner(make_app(agent), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port)
     await site.start()

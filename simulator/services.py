@@ -209,7 +209,7 @@ class AlertSink:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/alerts", self._post)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

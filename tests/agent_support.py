@@ -250,7 +250,8 @@ class running_agent:
         await self.agent.start()
         if self.gateway is not None:
             self.agent.register_gateway(self.gateway)
-        self.runner = web.AppRunner(make_app(self.agent), access_log=None)
+        self.runner = web.AppRunner(make_app(self.agent), access_log=None,
+                                     shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

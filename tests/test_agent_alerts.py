@@ -42,7 +42,7 @@ class Supervisor:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/alerts", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
