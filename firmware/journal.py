@@ -6,13 +6,15 @@ device. Append-only segment files, a CRC-32 per record, and an ack cursor replac
 (temp file + rename). The on-flash format, the recovery rules and what counts as a torn tail
 versus corruption are in firmware/JOURNAL.md.
 
-RAM: two record buffers, a 28-byte state buffer, two open files and one small int per segment
-file on flash; nothing per record.
+RAM: two record buffers, a 28-byte state buffer, two open files, one small int per segment
+file on flash and the 1 KB CRC half tables of protocol.crc32_into; nothing per record.
+append() allocates nothing except when it opens a new segment file (once per segment).
 """
 import binascii
 import struct
 
 from firmware import fsio
+from protocol.crc32 import crc32_into, prepare_into
 
 # Records per segment file. A segment is deleted only when all its records are acked, so
 # smaller segments free flash sooner; larger ones mean fewer files. 512 records of a 32-byte
@@ -90,8 +92,10 @@ class Journal:
         self._rmv = memoryview(self._rbuf)
         self._rbody = self._rmv[:_HDR + payload_size]
         self._rpay = self._rmv[_HDR:_HDR + payload_size]
+        self._cbuf = bytearray(4)   # CRC of the record being read
         self._sbuf = bytearray(STATE_SIZE)
         self._smv = memoryview(self._sbuf)
+        prepare_into()
         self._segs = []      # first rseq of each segment file on flash, ascending
         self._wf = None      # read/write handle of the last segment, opened on demand
         self._wpos = -1      # where the next write lands in _wf without a seek; -1 = unknown
@@ -123,7 +127,8 @@ class Journal:
         rseq = self.next_rseq
         buf = self._wbuf
         struct.pack_into("<I", buf, 0, rseq)
-        struct.pack_into("<I", buf, _HDR + self.payload_size, binascii.crc32(self._wbody))
+        # not binascii.crc32: its 32-bit result is a heap int on MicroPython (press path)
+        crc32_into(self._wbody, _HDR + self.payload_size, buf, _HDR + self.payload_size)
         segs = self._segs
         if not segs or (rseq - segs[-1] >= self.segment_records and not self._dirty):
             self._new_segment(rseq)
@@ -320,7 +325,7 @@ class Journal:
             if slot < n:
                 f.seek(slot * rs)
             while slot < n:
-                if f.readinto(self._rmv) != rs or not self._valid(first + slot):
+                if f.readinto(self._rmv) != rs or not self._valid(first + slot, True):
                     if last and slot == n - 1 and size == n * rs:
                         n -= 1  # a full-length torn record: the tail
                         break
@@ -335,11 +340,21 @@ class Journal:
 
     # ---- internals ----
 
-    def _valid(self, rseq):
+    def _valid(self, rseq, scan=False):
+        """Is the record in the read buffer rseq's, intact? Allocation-free (byte compares and
+        crc32_into) for reads while the app runs; `scan` (the boot check of every un-acked
+        record) uses binascii.crc32, much faster in C, where a little garbage is fine."""
         b = self._rbuf
-        return struct.unpack_from("<I", b, 0)[0] == rseq and \
-            struct.unpack_from("<I", b, _HDR + self.payload_size)[0] == \
-            binascii.crc32(self._rbody)
+        if b[0] != rseq & 0xFF or b[1] != (rseq >> 8) & 0xFF or \
+                b[2] != (rseq >> 16) & 0xFF or b[3] != (rseq >> 24) & 0xFF:
+            return False
+        end = _HDR + self.payload_size
+        if scan:
+            return struct.unpack_from("<I", b, end)[0] == binascii.crc32(self._rbody)
+        c = self._cbuf
+        crc32_into(self._rbody, end, c, 0)
+        return c[0] == b[end] and c[1] == b[end + 1] and c[2] == b[end + 2] and \
+            c[3] == b[end + 3]
 
     def _read_slot(self, rseq):
         segs = self._segs

@@ -49,6 +49,7 @@ async def run(root, presses=1000):
     peak = 0
     press_alloc_max = 0
     press_alloc_total = 0
+    press_alloc_count = 0     # presses that allocated anything
     measured = 0
 
     def step(now):
@@ -85,6 +86,8 @@ async def run(root, presses=1000):
         assert app.flow.committed_count == n_before + 1, "press %d not committed" % i
         measured += 1
         press_alloc_total += d
+        if d:
+            press_alloc_count += 1
         if d > press_alloc_max:
             press_alloc_max = d
         board.set_buttons(0)
@@ -114,6 +117,6 @@ async def run(root, presses=1000):
     return {"heap_at_start": base, "device_code": code - base, "app_objects": app_objects,
             "after_setup": after_setup, "peak": peak, "growth": peak - after_setup,
             "device_heap": app_objects + max(0, peak - after_setup),
-            "press_alloc_max": press_alloc_max,
+            "press_alloc_max": press_alloc_max, "presses_allocating": press_alloc_count,
             "press_alloc_avg": press_alloc_total // max(1, measured), "presses": measured,
             "stored_once": presses}

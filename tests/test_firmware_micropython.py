@@ -59,4 +59,5 @@ def test_thousand_presses_heap_micropython(micropython):
     print("\nMicroPython 1,000-press run (bytes):", stats)
     assert stats["stored_once"] == 1000 and stats["presses"] == 1000
     assert stats["device_heap"] <= 48 * 1024, stats     # app state + growth over the run
-    assert stats["press_alloc_avg"] <= 64, stats         # only the journal's CRC int
+    # a press allocates nothing; opening a new segment file (twice in 1,000 presses) does
+    assert stats["press_alloc_avg"] == 0 and stats["presses_allocating"] <= 2, stats

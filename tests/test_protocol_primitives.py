@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from protocol import auth, cobs
-from protocol.crc32 import crc32, crc32_table
+from protocol.crc32 import crc32, crc32_into, crc32_table
 from protocol.errors import ProtocolError
 from protocol.replay import ReplayWindow, REPLAY_WINDOW
 
@@ -25,6 +25,14 @@ def test_crc32_check_value():
 def test_crc32_table_matches_zlib_and_continues(a, b):
     assert crc32_table(a) == zlib.crc32(a)
     assert crc32_table(b, crc32_table(a)) == zlib.crc32(a + b) == crc32(b, crc32(a))
+
+
+@given(st.binary(max_size=300))
+def test_crc32_into_matches_zlib(data):
+    out = bytearray(len(data) + 7)
+    out[:len(data)] = data
+    crc32_into(memoryview(out), len(data), out, len(data) + 2)
+    assert int.from_bytes(out[len(data) + 2:len(data) + 6], "little") == zlib.crc32(data)
 
 
 # RFC 4231 test cases 1-4, 6, 7 (full 32-byte HMAC-SHA-256) and 5 (truncated to 128 bits).
