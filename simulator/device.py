@@ -120,6 +120,7 @@ class VirtualDevice:
         self._events: list[tuple[float, int, bool]] = []   # (host time, button, down)
         self._next_ui = 0
         self._next_link = 0
+        self._last_sample = 0                  # device ms of the last button sample
         self._t0 = time.monotonic()
 
     # -- power ---------------------------------------------------------------------------
@@ -141,6 +142,7 @@ class VirtualDevice:
         self.on = True
         self.cut_deadline = 0.0
         self._next_ui = self._next_link = 0
+        self._last_sample = 0
 
     def power_cut(self, within_ops: int | None = None, grace_s: float = 3.0,
                   records_only: bool | None = None) -> None:
@@ -186,11 +188,21 @@ class VirtualDevice:
             return False
         app = self.app
         assert app is not None
-        while self._events and self._events[0][0] <= host_now:
-            _, button, down = self._events.pop(0)
-            (self.board.press if down else self.board.release)(button)
         try:
             now = app.clock.now()
+            # On the board the button task samples every 5 ms. This host loop may have slept
+            # through a whole press (a loaded CI machine), so sample as the board would have:
+            # at each edge's own device time, before and after applying it.
+            host_mono = time.monotonic()
+            last = self._last_sample
+            while self._events and self._events[0][0] <= host_now:
+                at, button, down = self._events.pop(0)
+                t = max(last, now - int((host_mono - at) * 1000 * self.skew))
+                app.sample_buttons(t)
+                (self.board.press if down else self.board.release)(button)
+                app.sample_buttons(t)
+                last = t
+            self._last_sample = now
             app.sample_buttons(now)
             if now >= self._next_ui:
                 self._next_ui = now + UI_MS
