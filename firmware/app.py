@@ -29,6 +29,15 @@ IDLE_REFRESH_MS = 1000
 PULSE_MS = 500
 BEEP_MS = 80
 ALL_LEDS = 0x1F
+# Timers are ms since boot: small ints for 2**30 ms (12.4 days), after that every timer
+# operation would allocate. So the device restarts itself before then: after RESTART_AFTER_MS
+# of uptime, while idle, at night (02:00-05:00 hall time) when it knows the time, and at the
+# first idle moment after RESTART_LATEST_MS whatever the hour. The journal is durable at every
+# instant, so a restart loses nothing; the agent sees one new HELLO.
+RESTART_AFTER_MS = 10 * 86400 * 1000
+RESTART_LATEST_MS = 12 * 86400 * 1000
+RESTART_CHECK_MS = 60000
+HALL_UTC_OFFSET_S = 8 * 3600    # China Standard Time, no daylight saving
 
 
 class _NoJournal:
@@ -99,6 +108,7 @@ class App:
         self.watchdog = Watchdog(None)
         self.dirty = True
         self._idle_at = 0
+        self._restart_checked = 0
         self._idle_line = ""
         self._leds = -1
         self.refused = 0          # ratings refused (journal full / flash error)
@@ -134,6 +144,21 @@ class App:
             self._draw()
         self._set_leds(now)
         self.watchdog.beat(HB_UI, now)
+        if now - self._restart_checked >= RESTART_CHECK_MS:
+            self._restart_checked = now
+            if self.restart_due(now):
+                self.board.restart()
+
+    def restart_due(self, now):
+        """True when the maintenance restart should happen now (see RESTART_AFTER_MS)."""
+        if now < RESTART_AFTER_MS or self.flow.state != fl.IDLE:
+            return False
+        if now >= RESTART_LATEST_MS:
+            return True
+        if not self.clock.synced:
+            return False
+        hour = (self.clock.wall(now) + HALL_UTC_OFFSET_S) // 3600 % 24
+        return 2 <= hour < 5
 
     def link(self, now):
         self.uplink.step(now)

@@ -121,6 +121,7 @@ class VirtualDevice:
         self._next_ui = 0
         self._next_link = 0
         self._last_sample = 0                  # device ms of the last button sample
+        self._restarts_seen = 0
         self._t0 = time.monotonic()
 
     # -- power ---------------------------------------------------------------------------
@@ -213,6 +214,11 @@ class VirtualDevice:
         except PowerCut:
             self._died(self.fs.cut_op if self.fs else "?")
             return False
+        if self.board.restarts != self._restarts_seen:   # the app's maintenance restart
+            self._restarts_seen = self.board.restarts
+            self.shutdown()
+            self.boot()
+            return True
         if self.cut_deadline and host_now >= self.cut_deadline:
             self._died("between steps")       # no journal operation came: cut here
             return False

@@ -198,3 +198,63 @@ def test_unknown_device_shown_on_idle_line(tmp_path):
     rig.run(2500)
     assert rig.app.uplink.last_error == m.E_UNKNOWN_DEVICE
     assert any("UNREG" in s for s in rig.board.fb.text_lines())
+
+
+def _jump(rig, to_ms):
+    """Move the scripted clock forward in one leap (days of uptime without stepping them)."""
+    rig.now = to_ms
+    rig.t[0] = to_ms
+    rig.run(100)
+
+
+def _hall_hour(rig):
+    from firmware.app import HALL_UTC_OFFSET_S
+    return (rig.app.clock.wall(rig.now) + HALL_UTC_OFFSET_S) // 3600 % 24
+
+
+def test_maintenance_restart_before_timer_ints_grow(tmp_path):
+    """Uptime ms stay small ints (< 2**30, 12.4 days) only if the device restarts before: after
+    10 days, while idle, at night in hall time; never in the middle of a rating."""
+    from firmware.app import RESTART_AFTER_MS, RESTART_CHECK_MS
+    rig = Rig(str(tmp_path))
+    rig.run_until(lambda: rig.app.clock.synced, 10000)
+    day = 86400 * 1000
+    _jump(rig, 9 * day)
+    assert rig.board.restarts == 0                      # too early, whatever the hour
+    t = RESTART_AFTER_MS
+    while not 8 <= _hall_hour_at(rig, t) < 20:           # a working hour after 10 days
+        t += 3600 * 1000
+    _jump(rig, t)
+    rig.run(RESTART_CHECK_MS + 100)
+    assert rig.board.restarts == 0                      # daytime: the hall is open
+    while _hall_hour_at(rig, t) != 3:
+        t += 3600 * 1000
+    _jump(rig, t - 2 * 3600 * 1000)                     # 01:xx: not yet the night window
+    assert rig.board.restarts == 0
+    rig.app.on_invite({"invite_id": 5, "lifetime": 10800, "staff_no": "", "name_w": 0,
+                       "name_h": 0, "name_bitmap": b""}, rig.now)
+    _jump(rig, t)
+    rig.run(RESTART_CHECK_MS + 100)
+    assert rig.app.flow.state != 0 and rig.board.restarts == 0   # an invitation is showing
+    rig.rate(1)
+    rig.run(2000)                                        # thanks, back to idle
+    rig.run(RESTART_CHECK_MS + 100)
+    assert rig.board.restarts == 1 and _hall_hour(rig) == 3
+    assert rig.app.journal.next_rseq == 2                # the rating was durable before
+
+
+def _hall_hour_at(rig, ms):
+    from firmware.app import HALL_UTC_OFFSET_S
+    return (rig.app.clock.wall(ms) + HALL_UTC_OFFSET_S) // 3600 % 24
+
+
+def test_maintenance_restart_without_time_waits_for_day_12(tmp_path):
+    from firmware.app import RESTART_CHECK_MS, RESTART_LATEST_MS
+    rig = Rig(str(tmp_path))
+    rig.agent_on = False                                 # never synced: the hour is unknown
+    _jump(rig, RESTART_LATEST_MS - 3 * RESTART_CHECK_MS)
+    rig.run(RESTART_CHECK_MS + 100)
+    assert rig.board.restarts == 0
+    _jump(rig, RESTART_LATEST_MS + 10)
+    rig.run(RESTART_CHECK_MS + 100)
+    assert rig.board.restarts >= 1      # (the rig does not reboot: it asks again each minute)

@@ -34,6 +34,10 @@ def test_simulator_loads_the_repository_firmware_and_holds_no_copy(tmp_path):
         d.boot()
         assert type(d.app) is firmware.app.App
         assert type(d.app.journal).__mro__[1] is firmware.journal.Journal
+        # the app's maintenance restart (board.restart) is a reboot from the journal folder
+        first = d.app
+        d.board.restart()
+        assert d.step(time.monotonic()) and d.boots == 2 and d.app is not first
     finally:
         d.shutdown()
         port.close()

@@ -116,6 +116,10 @@ class Board:
         self.wdt = machine.WDT(timeout=timeout_ms)
         return self.wdt
 
+    def restart(self):
+        """Hard reset (the app's maintenance restart); does not return."""
+        machine.reset()
+
     def data_stream(self, cfg=None):
         baud = 115200
         if cfg is not None:

@@ -158,6 +158,7 @@ class SimBoard:
         self.led_mask = 0
         self.beeps = 0
         self.wdt = None
+        self.restarts = 0    # restart() calls; the host (simulator) performs the reboot
 
     # buttons (bit i = button i+1 pressed)
     def buttons(self):
@@ -182,6 +183,10 @@ class SimBoard:
     def start_watchdog(self, timeout_ms):
         self.wdt = FakeWdt(timeout_ms)
         return self.wdt
+
+    def restart(self):
+        """Ask for a reset. On the host the caller sees `restarts` grow and reboots the app."""
+        self.restarts += 1
 
     # storage and links
     def journal_root(self):
