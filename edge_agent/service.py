@@ -65,7 +65,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     log.info("listening", extra={"url": url})
     endpoint = endpoint_file(config)
     local = "127.0.0.1" if config.listen_host in ("0.0.0.0", "::", "") else config.listen_host
-    endpoint.write_text(f"http://{local}:{port}\n")
+    try:
+        endpoint.write_text(f"http://{local}:{port}\n")
+    except OSError as exc:   # only `hcp agent status` needs it; not a reason to stop serving
+        log.warning("could not write the endpoint file", extra={"path": str(endpoint),
+                                                                "reason": type(exc).__name__})
     if on_listening:
         on_listening(url)
     link_stops = []
