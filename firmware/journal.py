@@ -92,7 +92,6 @@ class Journal:
         self._rmv = memoryview(self._rbuf)
         self._rbody = self._rmv[:_HDR + payload_size]
         self._rpay = self._rmv[_HDR:_HDR + payload_size]
-        self._cbuf = bytearray(4)   # CRC of the record being read
         self._sbuf = bytearray(STATE_SIZE)
         self._smv = memoryview(self._sbuf)
         prepare_into()
@@ -325,7 +324,7 @@ class Journal:
             if slot < n:
                 f.seek(slot * rs)
             while slot < n:
-                if f.readinto(self._rmv) != rs or not self._valid(first + slot, True):
+                if f.readinto(self._rmv) != rs or not self._valid(first + slot):
                     if last and slot == n - 1 and size == n * rs:
                         n -= 1  # a full-length torn record: the tail
                         break
@@ -340,21 +339,14 @@ class Journal:
 
     # ---- internals ----
 
-    def _valid(self, rseq, scan=False):
-        """Is the record in the read buffer rseq's, intact? Allocation-free (byte compares and
-        crc32_into) for reads while the app runs; `scan` (the boot check of every un-acked
-        record) uses binascii.crc32, much faster in C, where a little garbage is fine."""
+    def _valid(self, rseq):
+        """Is the record in the read buffer rseq's, intact? binascii.crc32 here, not
+        crc32_into: reads serve the boot scan and backlog drains, where C speed matters more
+        than the few bytes of garbage its result makes (see JOURNAL.md, RAM)."""
         b = self._rbuf
-        if b[0] != rseq & 0xFF or b[1] != (rseq >> 8) & 0xFF or \
-                b[2] != (rseq >> 16) & 0xFF or b[3] != (rseq >> 24) & 0xFF:
-            return False
-        end = _HDR + self.payload_size
-        if scan:
-            return struct.unpack_from("<I", b, end)[0] == binascii.crc32(self._rbody)
-        c = self._cbuf
-        crc32_into(self._rbody, end, c, 0)
-        return c[0] == b[end] and c[1] == b[end + 1] and c[2] == b[end + 2] and \
-            c[3] == b[end + 3]
+        return struct.unpack_from("<I", b, 0)[0] == rseq and \
+            struct.unpack_from("<I", b, _HDR + self.payload_size)[0] == \
+            binascii.crc32(self._rbody)
 
     def _read_slot(self, rseq):
         segs = self._segs

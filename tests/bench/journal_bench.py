@@ -148,7 +148,7 @@ def micropython_report(rounds=10, min_s=0.03):
             "in-memory FS, flush per append)', journal_bench.run('/bench', %d, %r)))"
             % (rounds, min_s))
     src = Path(__file__).read_text()
-    return mpy_runtime.run(code, packages=("firmware",),
+    return mpy_runtime.run(code, packages=("firmware", "protocol"),
                            files={"/lib/journal_bench.py": src}).rstrip()
 
 
