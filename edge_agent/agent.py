@@ -259,7 +259,7 @@ class Agent:
         body = json.dumps({
             "type": kind, "hallCode": self.ctx.hall_code, "deviceId": device_id,
             "window": window, "windowName": self.ctx.window_names.get(window or "", window),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(now + 8 * 3600)),
+            "time": binding.hall_time(now),
             **details}, ensure_ascii=False)
 
         def op(db):

@@ -207,6 +207,11 @@ def bind_cases_late(db: sqlite_utils.Database, ctx: BindContext, case_ids: list[
     return queued, alerted
 
 
+def hall_time(ts: float) -> str:
+    """ISO 8601 in hall time (China Standard Time, UTC+8, no daylight saving)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(ts + 8 * 3600))
+
+
 def alert_payload(db, ctx: BindContext, rating_id: int, kind: str) -> dict:
     """The 差评 alert body: window, staff, level, reasons, case number — no rater data."""
     r = db.execute("SELECT global_id, device_id, window, level, reasons, assess_time, case_id,"
@@ -215,7 +220,7 @@ def alert_payload(db, ctx: BindContext, rating_id: int, kind: str) -> dict:
         "type": kind, "ratingId": r[0], "deviceId": r[1], "window": r[2],
         "windowName": ctx.window_names.get(r[2] or "", r[2]), "level": r[3],
         "levelName": LEVEL_NAMES.get(r[3], "?"), "reasons": json.loads(r[4]),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(r[5] + 8 * 3600)),
+        "time": hall_time(r[5]),
         "binding": r[7], "projectNo": None, "staff": None, "taskName": None,
     }
     if r[6] is not None:

@@ -9,13 +9,13 @@ import time
 
 import sqlite_utils
 
-from .binding import LEVEL_NAMES
+from .binding import LEVEL_NAMES, hall_time
 
 
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(ts + 8 * 3600))
+    return hall_time(ts)
 
 
 def _rows(db: sqlite_utils.Database, sql: str, params: tuple = ()) -> list[dict]:

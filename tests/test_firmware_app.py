@@ -207,11 +207,6 @@ def _jump(rig, to_ms):
     rig.run(100)
 
 
-def _hall_hour(rig):
-    from firmware.app import HALL_UTC_OFFSET_S
-    return (rig.app.clock.wall(rig.now) + HALL_UTC_OFFSET_S) // 3600 % 24
-
-
 def test_maintenance_restart_before_timer_ints_grow(tmp_path):
     """Uptime ms stay small ints (< 2**30, 12.4 days) only if the device restarts before: after
     10 days, while idle, at night in hall time; never in the middle of a rating."""
@@ -239,7 +234,7 @@ def test_maintenance_restart_before_timer_ints_grow(tmp_path):
     rig.rate(1)
     rig.run(2000)                                        # thanks, back to idle
     rig.run(RESTART_CHECK_MS + 100)
-    assert rig.board.restarts == 1 and _hall_hour(rig) == 3
+    assert rig.board.restarts == 1 and _hall_hour_at(rig, rig.now) == 3
     assert rig.app.journal.next_rseq == 2                # the rating was durable before
 
 
