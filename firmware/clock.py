@@ -46,6 +46,11 @@ def _default_ticks():
     return ticks, diff
 
 
+# The port's millisecond ticks and their wrap-safe difference, for code that needs a plain
+# timer without a Clock (the MQTT client's keepalive and retry timers).
+ticks_ms, ticks_diff = _default_ticks()
+
+
 class Clock:
     """Monotonic ms + agent-given wall time. `ticks`/`diff` default to time.ticks_ms/ticks_diff
     (or time.monotonic under CPython); tests and the simulator pass their own."""

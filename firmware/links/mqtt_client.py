@@ -18,6 +18,8 @@ TLS (the hall network; broker ACLs per device), one subscription.
 import struct
 import time
 
+from firmware.clock import ticks_ms as _ticks, ticks_diff as _diff
+
 try:
     import socket
 except ImportError:  # pragma: no cover - a port without sockets
@@ -25,18 +27,6 @@ except ImportError:  # pragma: no cover - a port without sockets
 
 MAX_PACKET = 1024         # larger incoming packets are a protocol error (RL1 frames <= 254)
 _EAGAIN = (11, 35, 115, 119)  # EAGAIN / EWOULDBLOCK / EINPROGRESS values across ports
-
-
-def _ticks():
-    if hasattr(time, "ticks_ms"):
-        return time.ticks_ms()
-    return int(time.monotonic() * 1000)
-
-
-def _diff(a, b):
-    if hasattr(time, "ticks_diff"):
-        return time.ticks_diff(a, b)
-    return a - b
 
 
 class MQTTException(OSError):
@@ -140,7 +130,8 @@ class MQTTClient:
                 raise MQTTException("too much unprocessed input")
 
     def _packet(self):
-        """(type byte, body) of the next complete packet in the rx buffer, or None."""
+        """(type byte, body) of the next complete packet in the rx buffer, or None.
+        A malformed length raises MQTTException (never IndexError or struct.error)."""
         rx = self._rx
         if len(rx) < 2:
             return None
@@ -156,7 +147,7 @@ class MQTTClient:
             if not b & 0x80:
                 break
             shift += 7
-            if shift > 21:
+            if shift > 21:         # MQTT allows at most 4 length bytes
                 raise MQTTException("bad remaining length")
         if n > MAX_PACKET:
             raise MQTTException("packet of %d bytes" % n)
@@ -196,8 +187,12 @@ class MQTTClient:
         self._write(b"\x10" + _remaining(len(var) + len(payload)) + var + payload)
         start = _ticks()
         while True:
-            self._read_available()
-            p = self._packet()
+            try:
+                self._read_available()
+                p = self._packet()
+            except OSError:
+                self.close()
+                raise
             if p is not None:
                 break
             if _diff(_ticks(), start) > timeout_s * 1000:
@@ -271,7 +266,9 @@ class MQTTClient:
                 self.resent += 1
 
     def check_msg(self):
-        """Process every complete packet that has arrived; never waits. Returns how many."""
+        """Process every complete packet that has arrived; never waits. Returns how many.
+        Anything malformed raises MQTTException, so the link reconnects; no other exception
+        may escape for bytes the broker (or anyone on the LAN) sent."""
         self._read_available()
         n = 0
         while True:
@@ -283,31 +280,44 @@ class MQTTClient:
             t = op & 0xF0
             if t == 0x30:
                 self._on_publish(op, body)
-            elif t == 0x40 and len(body) >= 2:          # PUBACK
-                self.inflight.pop(struct.unpack_from(">H", body, 0)[0], None)
-            elif t == 0x90 and len(body) >= 3:          # SUBACK
-                pid = struct.unpack_from(">H", body, 0)[0]
+            elif t == 0x40:                             # PUBACK
+                if op != 0x40 or len(body) != 2:
+                    raise MQTTException("malformed PUBACK")
+                self.inflight.pop((body[0] << 8) | body[1], None)
+            elif t == 0x90:                             # SUBACK
+                if op != 0x90 or len(body) < 3:
+                    raise MQTTException("malformed SUBACK")
                 if body[2] == 0x80:
                     raise MQTTException("subscription refused by broker (ACL?)")
-                self.subscribed[pid] = body[2]
+                self.subscribed[(body[0] << 8) | body[1]] = body[2]
             elif t == 0xD0:                             # PINGRESP
-                pass
+                if op != 0xD0 or body:
+                    raise MQTTException("malformed PINGRESP")
             else:
                 raise MQTTException("unexpected packet 0x%02x" % op)
 
     def _on_publish(self, op, body):
+        # Every length is checked before it is used: a short PUBLISH must be an MQTTException
+        # (reconnect), never an IndexError/struct.error that would kill the link task.
         qos = (op >> 1) & 3
-        tlen = struct.unpack_from(">H", body, 0)[0]
-        topic = body[2:2 + tlen]
+        if qos == 3:
+            raise MQTTException("malformed PUBLISH (QoS 3)")
+        if qos == 2:
+            raise MQTTException("QoS 2 is not supported")
+        size = len(body)
+        if size < 2:
+            raise MQTTException("malformed PUBLISH (no topic length)")
+        tlen = (body[0] << 8) | body[1]
         p = 2 + tlen
-        pid = 0
         if qos:
-            pid = struct.unpack_from(">H", body, p)[0]
             p += 2
-        msg = body[p:]
+        if p > size:
+            raise MQTTException("malformed PUBLISH (%d bytes, header needs %d)" % (size, p))
+        topic = body[2:2 + tlen]
+        pid = (body[p - 2] << 8) | body[p - 1] if qos else 0
+        if qos and pid == 0:
+            raise MQTTException("malformed PUBLISH (packet id 0)")
         if self.cb is not None:
-            self.cb(topic, msg)
+            self.cb(topic, body[p:])
         if qos == 1:
             self._write(b"\x40\x02" + struct.pack(">H", pid))
-        elif qos == 2:
-            raise MQTTException("QoS 2 is not supported")

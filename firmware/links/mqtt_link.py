@@ -11,7 +11,8 @@ flight) is dropped and RL1 retransmits it.
 """
 
 from firmware.links.base import Link
-from firmware.links.mqtt_client import MQTTClient, _ticks, _diff
+from firmware.clock import ticks_ms as _ticks, ticks_diff as _diff
+from firmware.links.mqtt_client import MQTTClient
 
 MAX_INFLIGHT = 16
 
