@@ -286,3 +286,47 @@ def test_a_burst_of_hellos_raises_one_device_alert(tmp_path):
             assert body["type"] == "hello_burst" and body["window"] == "A01"
             assert body["hellos"] >= 3 and body["periodS"] == 60.0
     asyncio.run(scenario())
+
+
+def test_replugged_behind_the_symlink_while_the_old_port_never_hangs_up(tmp_path):
+    """The serial stall: the agent held a port that was no longer the device's (a pair torn down
+    as it was opened, which never reported a hangup) while the replugged device said HELLO on a
+    new one behind the same symlink. The open port is checked against the path, so the agent
+    follows the symlink within a second instead of staying deaf."""
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            await r.handshake()
+            r.dev.press(1)
+            await wait_for(lambda: not r.dev.journal, 5)
+            opens = r.link.opens
+            old = r.port
+            old.device = None              # still open at both ends, never hangs up
+            r.port = PtyPort(r.link_path)  # replugged: a new pair behind the same symlink
+            r.port.plug(r.dev)
+            r.dev.press(2)
+            r.dev.link_up()
+            try:
+                await wait_for(lambda: not r.dev.journal, 10)
+            finally:
+                old.unplug()
+            assert r.link.opens > opens
+            assert rating_rows(r.db, 1001) == [1, 2]
+    asyncio.run(scenario())
+
+
+def test_silent_port_shows_the_device_offline_with_the_reason_and_reopens(tmp_path):
+    async def scenario():
+        async with _Rig(tmp_path, silence_s=1.0) as r:
+            await r.handshake()
+            opens = r.link.opens
+            await r.dev.stop()             # the device stops talking; the port stays open
+
+            def state():
+                rows = r.h.q("SELECT online, info FROM devices WHERE device_id = 1001")
+                return rows[0][0], json.loads(rows[0][1]).get("offlineReason")
+            await wait_for(lambda: state() == (0, "silent"), 10)
+            await wait_for(lambda: r.link.opens > opens, 5)
+            r.dev.start()
+            r.dev.link_up()
+            await wait_for(lambda: state() == (1, None), 10)
+    asyncio.run(scenario())

@@ -9,6 +9,19 @@ Unplug: a read error (EIO after the USB device vanished, a port that reports rea
 data, any SerialException/OSError) closes the port; it is reopened every `reopen_s` (1 s)
 forever, so a replugged device is back within a few seconds. After every open a lone 0x00 is
 sent so line noise already in the device's receiver ends there (SPEC R-S2).
+
+An open port is also checked every `reopen_s` while nothing goes wrong, because a read error is
+not the only way to lose the device:
+
+* Replaced: the configured path (a udev symlink such as /dev/serial/by-id/...) now names another
+  device than the one open (compared by st_rdev and st_ino). A replugged adapter can come back
+  behind the same symlink while the agent still holds the old, dead one — which may never report
+  a hangup (seen with pseudo-terminals: a port opened in the moment its pair was torn down kept
+  the agent deaf to the replugged device for minutes). The port is reopened at once.
+* Silent: nothing at all arrived for `silence_s` (default 90 s). A device in session sends STATUS
+  every minute and one without a session says HELLO at least every 30 s, so silence means the
+  device is gone or the port is dead: the device is shown offline ("silent") and the port is
+  reopened.
 """
 from __future__ import annotations
 
@@ -29,6 +42,9 @@ from .device_session import DeviceOffline, DeviceSession
 log = logging.getLogger("edge_agent.links.serial")
 
 MAX_TX_BUFFER = 16 * 1024   # bytes of downlink frames waiting for the port
+# 1.5 x the firmware's STATUS interval (60 s); a device without a session says HELLO at least
+# every 30 s (firmware/links/uplink.py, HELLO backoff cap). Longer silence: gone or dead port.
+SILENCE_S = 90.0
 
 
 class SerialLink:
@@ -37,12 +53,16 @@ class SerialLink:
     kind = "serial"
 
     def __init__(self, agent: Any, device_id: int, key: bytes, port: str, baud: int = 115200,
-                 reopen_s: float = 1.0, **session_opts: Any) -> None:
+                 reopen_s: float = 1.0, silence_s: float = SILENCE_S, **session_opts: Any) -> None:
         self.agent = agent
         self.device_id = device_id
         self.port = port
         self.baud = baud
         self.reopen_s = reopen_s
+        self.silence_s = silence_s
+        self.offline_reason: str | None = "not_opened"
+        self._last_rx = 0.0
+        self._opened_id: tuple[int, int] | None = None
         self.session = DeviceSession(agent, device_id, key, self._send, link="serial",
                                      **session_opts)
         self.opens = 0
@@ -95,13 +115,43 @@ class SerialLink:
             last_problem = None
             log.info("serial port open", extra={"deviceId": self.device_id, "port": self.port,
                                                 "baud": self.baud, "opens": self.opens})
+            self.offline_reason = None
             self.session.link_changed(True)
             try:
-                await self._closed.wait()
+                reason = await self._watch()
             finally:
                 self._close()
-                self.session.link_changed(False)
+            self.offline_reason = reason
+            self.session.link_changed(False, reason)
             await asyncio.sleep(self.reopen_s)
+
+    async def _watch(self) -> str:
+        """Wait while the open port is healthy; returns why it must be closed (see the module
+        docstring): "port_lost", "port_replaced" or "silent"."""
+        closed = self._closed
+        assert closed is not None
+        while True:
+            try:
+                await asyncio.wait_for(closed.wait(), self.reopen_s)
+                return "port_lost"
+            except asyncio.TimeoutError:
+                pass
+            if self._replaced():
+                log.warning("serial port replaced: reopening", extra={
+                    "deviceId": self.device_id, "port": self.port})
+                return "port_replaced"
+            if time.monotonic() - self._last_rx > self.silence_s:
+                log.warning("serial port silent: device offline, reopening", extra={
+                    "deviceId": self.device_id, "port": self.port, "silentS": self.silence_s})
+                return "silent"
+
+    def _replaced(self) -> bool:
+        """True when the configured path no longer names the device that is open."""
+        try:
+            st = os.stat(self.port)
+        except OSError:
+            return True        # the path is gone: the device was unplugged
+        return (st.st_rdev, st.st_ino) != self._opened_id
 
     def _open(self) -> None:
         ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0)
@@ -112,6 +162,9 @@ class SerialLink:
             self._decoder.reset()
             self._tx = bytearray(b"\x00")   # flush line noise at the device (SPEC R-S2)
             self._closed = asyncio.Event()
+            st = os.fstat(fd)
+            self._opened_id = (st.st_rdev, st.st_ino)
+            self._last_rx = time.monotonic()
             loop.add_reader(fd, self._on_readable)
             self._flush()
         except BaseException:
@@ -161,6 +214,7 @@ class SerialLink:
             return
         if not data:
             return
+        self._last_rx = time.monotonic()
         now = time.time()
         for item in self._decoder.feed(data):
             if isinstance(item, ProtocolError):
