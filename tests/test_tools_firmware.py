@@ -13,7 +13,6 @@ from tools import bitmaps, firmware_cli, screen_layout
 from tools.firmware_build import ENTRY_POINTS, firmware_version, sources
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = Path("/work/shared/catalogue/seed-0.json")
 CATALOGUE = {"catalogue": "t", "version": 3, "tags": [
     {"tag": f"{i:02d}", "text": t} for i, t in enumerate(
         ["办理时间长、效率低", "排队等候时间长", "推诿扯皮、不予受理未说明理由", "服务态度差、不耐烦",

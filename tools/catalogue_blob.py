@@ -1,6 +1,6 @@
 """The reason-tag catalogue as the device stores it (SPEC §4.10) and the CONFIG chunks that carry it.
 
-Input is the catalogue JSON (shape of /work/shared/catalogue/seed-0.json): `version`, `tags`
+Input is the catalogue JSON (shape of edge_agent/deploy/catalogue.seed-0.json): `version`, `tags`
 [{`tag`: "07", `text`: "...", optional `short`: display text}], `codes` {"4": {"prefix": "2"},
 "5": {"prefix": "1"}}. A tag's wire code is prefix + tag: tag "07" → 207 with level 4 (不满意),
 107 with level 5 (非常不满意). Codes come only from the catalogue: nothing is defaulted.
