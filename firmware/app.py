@@ -64,11 +64,12 @@ class _NoJournal:
 
 
 def open_journal(root, capacity, fs=None):
-    """(journal, error): the journal in `root`, or (None, exception) when it is corrupt. A
-    corrupt journal is reported, never reformatted (a technician decides)."""
+    """(journal, error): the journal in `root`, or (None, exception) when it is corrupt or the
+    filesystem under it fails (littlefs EIO/EILSEQ on a damaged block). Reported, never
+    reformatted (a technician decides)."""
     try:
         return Journal(root, ratings.PAYLOAD_SIZE, capacity=capacity, fs=fs), None
-    except JournalCorrupt as e:
+    except (JournalCorrupt, OSError) as e:
         return None, e
 
 
