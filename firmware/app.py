@@ -230,7 +230,8 @@ class App:
             self.refused += 1
             return f.refused(now)
         except OSError:
-            try:                          # the journal rewrites the same slot: try once more
+            try:                          # the journal rewrites the same slot: try once more,
+                j.reclaim()               # after freeing an acked last segment (flash full)
                 got = j.append()
             except (OSError, JournalFull):
                 self.refused += 1

@@ -10,14 +10,14 @@ Flash model (CutFlash, the block-device protocol littlefs uses):
 - `blocks` x `block_size` bytes of RAM; erased = 0xFF;
 - every program (writeblocks) and every erase (ioctl 6) is a numbered block write;
 - `arm(k, tear)` cuts at block write k: a program keeps `tear(n)` of its n bytes, an erase
-  erases `tear(block_size)` bytes; then it and everything after raise PowerCut, a BaseException
-  the firmware does not catch. Nothing else of the run survives: a new VfsLfs2 is mounted on the
-  same bytes, and the journal recovers from what littlefs gives it.
+  erases `tear(block_size)` bytes; later writes are lost. Nothing else of the run survives: a new
+  VfsLfs2 is mounted on the same bytes, and the journal recovers from what littlefs gives it.
 
-The littlefs instance of a power-on that ended in a cut still has open files; MicroPython's GC
-finalises them later by syncing them. Their port is stale by then: it reads the flash but drops
-every write, so nothing of a dead instance reaches the flash. Their errors (ENOSPC, EILSEQ) are
-printed by the GC as lines like "OSError: 28" and change nothing.
+The cut raises nothing inside littlefs (unwinding through its C code mid-operation leaves it
+inconsistent, and a real cut stops it dead instead): after the cut write the flash takes no
+more writes, and CutJournal raises PowerCut when the journal call returns, so the program never
+sees its result. The littlefs instance of that power-on is dropped; its port is stale and never
+writes again, even when MicroPython's GC later finalises (syncs) its open files.
 """
 import io
 import os
@@ -50,7 +50,6 @@ class CutFlash:
         self.tear = None
         self.dead = False
         self.gen = 0             # power-on count; ports of older generations are stale
-        self.cut = PowerCut()    # raised without allocating (finalisers run with the heap locked)
         self.record = False
         self.kinds = []          # "prog" / "erase" per block write, when recording
 
@@ -78,9 +77,12 @@ class CutFlash:
         self.io.write(data)
 
     def write(self, kind, a, data):
-        """One block write of `data` at byte `a` (data None: an erase of one block)."""
+        """One block write of `data` at byte `a` (data None: an erase of one block). The cut
+        write lands torn; after it nothing lands. No exception is raised in here: unwinding
+        through littlefs' C code mid-operation leaves it inconsistent (a real cut stops it
+        dead instead). CutJournal raises PowerCut when the operation returns."""
         if self.dead:
-            raise self.cut
+            return
         k = self.writes
         self.writes += 1
         if self.record:
@@ -92,8 +94,56 @@ class CutFlash:
             keep = self.tear(n) if self.tear is not None else 0
         self.io.seek(a)
         self.io.write(memoryview(self._erased if data is None else data)[:keep])
-        if self.dead:
-            raise self.cut
+
+
+class CutJournal:
+    """A Journal whose calls end in PowerCut once the flash died during them: what the call
+    did after the cut never reached the flash, and its result is never seen by the program."""
+
+    def __init__(self, flash, *args, **kw):
+        self._flash = flash
+        self._j = self._call(Journal, *args, **kw)
+
+    def _call(self, fn, *args, **kw):
+        try:
+            r = fn(*args, **kw)
+        except Exception:
+            if self._flash.dead:
+                raise PowerCut()
+            raise
+        if self._flash.dead:
+            raise PowerCut()
+        return r
+
+    def append(self, payload=None):
+        return self._call(self._j.append, payload)
+
+    def ack(self, cum):
+        return self._call(self._j.ack, cum)
+
+    def read(self, rseq):
+        return self._call(self._j.read, rseq)
+
+    def close(self):
+        return self._call(self._j.close)
+
+    def iter_unacked(self, start=None):
+        it = self._j.iter_unacked(start)
+        while True:
+            try:
+                x = self._call(next, it)
+            except StopIteration:
+                return
+            yield x
+
+    def low(self):
+        return self._j.low()
+
+    def unacked(self):
+        return self._j.unacked()
+
+    def __getattr__(self, name):
+        return getattr(self._j, name)
 
 
 class _Port:
@@ -105,8 +155,6 @@ class _Port:
 
     def readblocks(self, block, buf, off=0):
         f = self.flash
-        if f.dead and f.gen == self.gen:
-            raise f.cut
         f.io.seek(block * f.block_size + off)
         f.io.readinto(buf)
 
@@ -136,15 +184,23 @@ def unmount():
 def mount(flash):
     """Mount (formatting a blank flash) with the firmware's own code."""
     unmount()
-    return journalfs.mount(flash.port(), MOUNT)
+    try:
+        formatted = journalfs.mount(flash.port(), MOUNT)
+    except OSError:
+        if flash.dead:
+            raise PowerCut()
+        raise
+    if flash.dead:
+        raise PowerCut()
+    return formatted
 
 
 def _segments():
     return sorted(parse_seg_name(n) for n in os.listdir(ROOT) if parse_seg_name(n) > 0)
 
 
-def open_journal(orc, psize, segrec, cap):
-    j = Journal(ROOT, psize, capacity=cap, segment_records=segrec)
+def open_journal(flash, orc, psize, segrec, cap):
+    j = CutJournal(flash, ROOT, psize, capacity=cap, segment_records=segrec)
     orc.opened(j)
     firsts = _segments()
     for i in range(len(firsts) - 1):
@@ -157,7 +213,7 @@ def scenario(flash, orc, psize, segrec, cap):
     everything (no segment left), appends again."""
     mount(flash)
     n = 0
-    j = open_journal(orc, psize, segrec, cap)
+    j = open_journal(flash, orc, psize, segrec, cap)
     for _ in range(10):
         orc.append(j, payload(n, psize))
         n += 1
@@ -169,7 +225,7 @@ def scenario(flash, orc, psize, segrec, cap):
     j.close()
     unmount()
     mount(flash)
-    j = open_journal(orc, psize, segrec, cap)
+    j = open_journal(flash, orc, psize, segrec, cap)
     orc.append(j, payload(n, psize))
     n += 1
     orc.ack(j, j.next_rseq - 1)
@@ -184,14 +240,14 @@ def after_cut(flash, orc, psize, segrec, cap):
     """Power back on: mount, recover, check; keep working; clean reboot; check again."""
     flash.power_on()
     mount(flash)
-    j = open_journal(orc, psize, segrec, cap)
+    j = open_journal(flash, orc, psize, segrec, cap)
     for i in range(5):
         orc.append(j, payload(1000 + i, psize))
     orc.ack(j, j.acked + (j.next_rseq - j.acked) // 2)
     j.close()
     unmount()
     mount(flash)
-    open_journal(orc, psize, segrec, cap).close()
+    open_journal(flash, orc, psize, segrec, cap).close()
     unmount()
 
 
@@ -252,7 +308,7 @@ def life(seed, presses, blocks=64, block_size=512, psize=24, segrec=8, cap=64, m
         flash.arm(flash.writes + 1 + rng.below(max_gap), lambda k: rng.below(k + 1))
         try:
             mount(flash)
-            j = open_journal(orc, psize, segrec, cap)
+            j = open_journal(flash, orc, psize, segrec, cap)
             while True:
                 x = rng.below(100)
                 if x < 65:
@@ -265,28 +321,12 @@ def life(seed, presses, blocks=64, block_size=512, psize=24, segrec=8, cap=64, m
                     j.close()
                     unmount()
                     mount(flash)
-                    j = open_journal(orc, psize, segrec, cap)
+                    j = open_journal(flash, orc, psize, segrec, cap)
         except PowerCut:
             flash.power_on()
             cuts += 1
     mount(flash)
-    open_journal(orc, psize, segrec, cap).close()
+    open_journal(flash, orc, psize, segrec, cap).close()
     unmount()
     orc.cuts = cuts
     return orc
-
-
-def fill_until_refused(flash, psize=24, segrec=8):
-    """Append to a journal whose capacity exceeds the partition until littlefs runs out of space;
-    returns (records accepted, the error that refused the next one)."""
-    mount(flash)
-    j = Journal(ROOT, psize, capacity=1000000, segment_records=segrec)
-    accepted = 0
-    err = None
-    while err is None:
-        try:
-            j.append(payload(accepted, psize))
-            accepted += 1
-        except (OSError, JournalFull) as e:
-            err = e
-    return j, accepted, err
