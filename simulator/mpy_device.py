@@ -124,7 +124,7 @@ class MpyDevice:
         self.on = True
         self._cut_at = 0.0
         end = time.monotonic() + timeout
-        while not self.status and time.monotonic() < end:
+        while not self.status.get("screen") and time.monotonic() < end:   # first screen drawn
             if self.proc.poll() is not None:
                 raise RuntimeError(f"device {self.device_id}: firmware exited "
                                    f"{self.proc.returncode} (see {self.root / 'console.log'})")
