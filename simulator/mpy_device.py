@@ -103,7 +103,9 @@ class MpyDevice:
             self._log = open(self.root / "console.log", "ab")
         self.status = {}
         self.proc = subprocess.Popen(
-            [str(BINARY), "-X", f"heapsize={self.heap}", "-c", _BOOT], cwd=self.root,
+            # the folder as an argument too: `ps` shows which device a process is
+            [str(BINARY), "-X", f"heapsize={self.heap}", "-c", _BOOT, str(self.root)],
+            cwd=self.root,
             stdin=stdin, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         self.pid = self.proc.pid

@@ -42,6 +42,11 @@ def mpy_heap() -> None:
     print(heap_bench.report())
 
 
+def sim_runtime() -> None:
+    from tests.bench import sim_runtime_bench
+    print(sim_runtime_bench.report())
+
+
 def agent() -> None:
     from tests.bench import agent_bench
     print(agent_bench.report())
@@ -53,6 +58,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "journal": journal,
     "agent": agent,
     "mpy-heap": mpy_heap,
+    "sim-runtime": sim_runtime,
 }
 
 
