@@ -1,4 +1,5 @@
-"""`hcp sim`: virtual evaluators (the real firmware under CPython) against a running agent.
+"""`hcp sim`: virtual evaluators (the real firmware, under CPython or `--runtime micropython`)
+against a running agent.
 
     hcp sim --agent hall.toml [--devices N] [--link serial|mqtt] [--duration 60]
             [--faults all|power-cut,unplug,noise,clock-skew] [--json out.json]
