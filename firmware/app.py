@@ -64,11 +64,12 @@ class _NoJournal:
 
 
 def open_journal(root, capacity, fs=None):
-    """(journal, error): the journal in `root`, or (None, exception) when it is corrupt. A
-    corrupt journal is reported, never reformatted (a technician decides)."""
+    """(journal, error): the journal in `root`, or (None, exception) when it is corrupt or the
+    filesystem under it fails (littlefs EIO/EILSEQ on a damaged block). Reported, never
+    reformatted (a technician decides)."""
     try:
         return Journal(root, ratings.PAYLOAD_SIZE, capacity=capacity, fs=fs), None
-    except JournalCorrupt as e:
+    except (JournalCorrupt, OSError) as e:
         return None, e
 
 
@@ -229,7 +230,8 @@ class App:
             self.refused += 1
             return f.refused(now)
         except OSError:
-            try:                          # the journal rewrites the same slot: try once more
+            try:                          # the journal rewrites the same slot: try once more,
+                j.reclaim()               # after freeing an acked last segment (flash full)
                 got = j.append()
             except (OSError, JournalFull):
                 self.refused += 1

@@ -169,6 +169,26 @@ class Journal:
         self._drop_acked()
         return cum
 
+    def reclaim(self):
+        """Delete the last segment when every record in it is acked; True when it did. For a
+        full filesystem (an append raised OSError): _drop_acked keeps a partly filled last
+        segment so that an agent acking every press does not make a file per press, and on a
+        full partition that segment's blocks are the only ones acks can free. The next append
+        starts a new segment at next_rseq (the state file keeps next_rseq)."""
+        segs = self._segs
+        if len(segs) != 1 or self.acked != self.next_rseq - 1:
+            return False
+        try:
+            self._close_w()      # its sync may fail for the same lack of space: data acked
+        except OSError:
+            pass
+        self._close_r()
+        self._fs.remove(self._seg_path(segs[0]))
+        segs.pop()
+        self._dirty = False
+        self._wpos = -1
+        return True
+
     def read(self, rseq):
         """Payload (bytes) of un-acked record `rseq`; None when it is acked or not written."""
         if rseq <= self.acked or rseq >= self.next_rseq:

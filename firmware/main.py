@@ -15,6 +15,9 @@ def load_board():
     if sys.platform in ("esp32",):
         from firmware.board import esp32
         return esp32.Board()
+    if sys.platform == "linux" and sys.implementation.name == "micropython":
+        from firmware.board import unix
+        return unix.Board()
     from firmware.board import sim
     return sim.SimBoard()
 
@@ -64,6 +67,8 @@ def main(board=None):
         return "config-error"
     from firmware.app import App
     app = App(board, cfg, key)
+    if hasattr(board, "attach"):
+        board.attach(app)          # host boards report the app to their simulator
     import asyncio
     asyncio.run(app.run())
 

@@ -168,6 +168,8 @@ class Window:
         self.serving = "thanks" if d.state == "thanks" else d.state
 
     def _tags_on_page(self) -> int:
+        if hasattr(self.device, "tags_on_page"):   # a MicroPython process reports it
+            return self.device.tags_on_page()
         app = self.device.app
         if app is None or app.flow.catalogue is None:
             return 0

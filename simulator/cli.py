@@ -1,4 +1,5 @@
-"""`hcp sim`: virtual evaluators (the real firmware under CPython) against a running agent.
+"""`hcp sim`: virtual evaluators (the real firmware, under CPython or `--runtime micropython`)
+against a running agent.
 
     hcp sim --agent hall.toml [--devices N] [--link serial|mqtt] [--duration 60]
             [--faults all|power-cut,unplug,noise,clock-skew] [--json out.json]
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from . import faults as fmod, rundir
 from .citizens import CitizenProfile
-from .device import VirtualDevice, provision
+from .device import device_class, provision
 from .hall import Hall
 from .ptyport import PtyPort
 from tools.hcp import parse_args
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="设备目录（保留） keep device folders here")
     p.add_argument("--drain-timeout", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
+                   help="固件运行时 firmware runtime: cpython (in this process, default) or "
+                        "micropython (one unix-port process per device)")
     p.add_argument("--json", metavar="PATH", help="write the device-side numbers as JSON")
     return p
 
@@ -119,7 +123,7 @@ async def simulate(args: argparse.Namespace, console: Console) -> dict:
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="hcp-sim-")).resolve()
     phrases = rundir.phrases()
     skew_at = fmod.skewed_device(kinds, len(devs))
-    devices: list[VirtualDevice] = []
+    devices: list = []
     hall: Hall | None = None
     try:
         for i, d in enumerate(devs):
@@ -144,8 +148,8 @@ async def simulate(args: argparse.Namespace, console: Console) -> dict:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 port = PtyPort(path)
             skew = fmod.SKEW_PPM if i == skew_at else 0.0
-            devices.append(VirtualDevice(root, d.window, port, phrases, skew_ppm=skew,
-                                         seed=args.seed * 100 + i))
+            devices.append(device_class(args.runtime)(root, d.window, port, phrases,
+                                                      skew_ppm=skew, seed=args.seed * 100 + i))
         profile = CitizenProfile(arrival_s=args.arrival, walk_away=args.walk_away,
                                  double_press=args.double_press, unsolicited=args.unsolicited,
                                  levels=parse_levels(args.levels))

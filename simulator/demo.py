@@ -25,7 +25,7 @@ from rich.table import Table
 
 from . import accounting, faults as fmod, rundir, services
 from .citizens import CitizenProfile
-from .device import VirtualDevice
+from .device import device_class
 from .hall import Hall
 from .liveview import Snapshot, View
 from .ptyport import PtyPort
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="大厅时段秒数 seconds of hall session (60)")
     p.add_argument("--link", choices=("serial", "mqtt"), default="serial",
                    help="设备链路 device link: pty serial (default) or MQTT (Mosquitto)")
+    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
+                   help="设备固件运行时 firmware runtime: in this process (cpython, default) or "
+                        "one MicroPython unix-port process per device (micropython)")
     p.add_argument("--faults", action="store_true",
                    help="故障：省平台中途停机、一台断电、一台拔线 province outage mid-session, "
                         "one device power cut, one link unplug (+ line noise / broker restart)")
@@ -117,7 +120,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
     broker: services.Broker | None = None
     ports: dict[int, PtyPort] = {}
     try:
-        console.print(f"[bold]{TITLE}[/]  设备 devices {args.devices}, 链路 link {args.link}, "
+        console.print(f"[bold]{TITLE}[/]  设备 devices {args.devices} ({args.runtime}), "
+                      f"链路 link {args.link}, "
                       f"时长 {args.duration:.0f} s, 故障 faults {'on' if args.faults else 'off'}"
                       f"\n运行目录 run dir: {run_dir}", highlight=False)
         webhook = await sink.start()
@@ -156,8 +160,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
         for i, s in enumerate(specs):
             port = ports.get(s.device_id)
             skew = fmod.SKEW_PPM if i == skew_at else (i * 37 % 200) - 100
-            devices.append(VirtualDevice(s.root, s.window, port, phrases, skew_ppm=skew,
-                                         seed=args.seed * 100 + i))
+            devices.append(device_class(args.runtime)(s.root, s.window, port, phrases,
+                                                      skew_ppm=skew, seed=args.seed * 100 + i))
         plan = fmod.schedule(kinds, args.duration, args.devices, args.link)
         hall = Hall(devices, agent_url, CitizenProfile(arrival_s=args.arrival), seed=args.seed,
                     faults=plan, run_id=time.strftime("%m%d%H%M%S"),
@@ -207,7 +211,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
         c = hall.counters
         summary = accounting.summarise(
             hall.accepted(), rundir.HALL_CODE, agent_db, stats, records, args.devices, extra={
-                "drained": drained, "link": args.link, "duration_s": args.duration,
+                "drained": drained, "link": args.link, "runtime": args.runtime,
+                "duration_s": args.duration,
                 "faults": hall.fault_log + ([f"province-outage {outage[0]}s+{outage[1]}s"]
                                             if outage else []),
                 "power_cuts": {d.window: d.power_cuts for d in devices if d.power_cuts},
@@ -302,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.devices < 1 or args.duration <= 0:
         console.print("参数错误 bad option: --devices ≥ 1 and --duration > 0")
         return 2
+    if args.runtime == "micropython":
+        from .mpy_device import missing as mpy_missing
+        if mpy_missing():
+            console.print(f"[red]无法运行 cannot run[/]: {mpy_missing()}", highlight=False)
+            return 2
     if args.link == "mqtt":
         missing = services.mosquitto_missing()
         if missing:

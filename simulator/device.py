@@ -315,3 +315,14 @@ class VirtualDevice:
                 app.journal.close()
         self.app = None
         self.on = False
+
+
+def device_class(runtime: str) -> type:
+    """The virtual evaluator class for a firmware runtime: "cpython" (VirtualDevice, the app
+    in this process) or "micropython" (simulator/mpy_device.py, one unix-port process each)."""
+    if runtime == "micropython":
+        from .mpy_device import MpyDevice
+        return MpyDevice
+    if runtime != "cpython":
+        raise ValueError(f"unknown runtime {runtime!r}: cpython or micropython")
+    return VirtualDevice

@@ -171,7 +171,9 @@ class Hall:
             self.note(f"{d.window}: 故障 fault: power cut armed (mid-write or between steps)")
         elif f.kind == "unplug":
             self.fault_log.append(f"unplug {d.window}")
-            if d.port is not None:
+            if hasattr(d, "link_fault"):         # a MicroPython process (simulator/mpy_device.py)
+                self.note(f"{d.window}: 故障 fault: {d.link_fault(f.length_s or 3.0)}")
+            elif d.port is not None:
                 d.port.unplug()
                 self.note(f"{d.window}: 故障 fault: serial cable unplugged")
 

@@ -28,3 +28,12 @@ def micropython():
     from tests import mpy_runtime
     require(mpy_runtime.available())
     return mpy_runtime
+
+
+@pytest.fixture(scope="session")
+def micropython_unix():
+    """MicroPython's unix port (tests/mpy_unix.py: littlefs, sockets, processes), skipped if
+    unavailable. Same run(code, packages=..., files=...) call as the `micropython` fixture."""
+    from tests import mpy_unix
+    require(mpy_unix.available())
+    return mpy_unix

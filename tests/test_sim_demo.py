@@ -85,6 +85,18 @@ def test_demo_over_mqtt(tmp_path):
     assert s["link"] == "mqtt" and "broker-restart" in s["faults"]
 
 
+def test_demo_on_micropython(tmp_path):
+    """`hcp demo --runtime micropython`: each evaluator is a MicroPython unix-port process
+    (littlefs journal image, pty stdin); a power cut is SIGKILL of that process."""
+    from simulator.mpy_device import missing
+    require(missing())
+    s = _demo(tmp_path, "--duration", "10", "--faults", "--devices", "3", "--runtime",
+              "micropython", "--seed", "5")
+    _check_accounting(s)
+    assert s["runtime"] == "micropython" and s["devices"] == 3
+    assert s["power_cuts"], "the power cut happened"
+
+
 def test_demo_says_clearly_when_mqtt_is_unavailable(tmp_path, monkeypatch):
     from simulator import demo
     monkeypatch.setattr(services, "MOSQUITTO", str(tmp_path / "no-mosquitto"))

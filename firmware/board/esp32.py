@@ -20,6 +20,8 @@ import os
 import framebuf
 import machine
 
+from firmware.board import journalfs
+
 PINS = {"buttons": (4, 5, 6, 7, 15), "leds": (12, 13, 14, 38, 39), "sda": 1, "scl": 2,
         "oled_addr": 0x3C, "buzzer": 21, "uart_tx": 10, "uart_rx": 11}
 JOURNAL_LABEL = "journal"
@@ -150,27 +152,12 @@ class Board:
         parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=JOURNAL_LABEL)
         if not parts:
             raise OSError("no '%s' partition in the partition table" % JOURNAL_LABEL)
-        part = parts[0]
         try:
-            os.mount(os.VfsLfs2(part), JOURNAL_MOUNT)
+            journalfs.mount(parts[0], JOURNAL_MOUNT)   # blank: formatted once; bad: raises
         except OSError as e:
-            if not _blank(part):
-                self.journal_error = e
-                raise        # damaged filesystem: report, never reformat
-            os.VfsLfs2.mkfs(part)        # brand-new partition: format it once
-            os.mount(os.VfsLfs2(part), JOURNAL_MOUNT)
+            self.journal_error = e
+            raise        # damaged filesystem: report, never reformat
         return JOURNAL_MOUNT
-
-
-def _blank(part):
-    """True when the partition's first two blocks are erased flash (all 0xFF)."""
-    buf = bytearray(4096)
-    for block in (0, 1):
-        part.readblocks(block, buf)
-        for b in buf:
-            if b != 0xFF:
-                return False
-    return True
 
 
 class _NoScreen:

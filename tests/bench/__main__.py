@@ -37,6 +37,16 @@ def journal() -> None:
     print(journal_bench.micropython_report())
 
 
+def mpy_heap() -> None:
+    from tests.bench import heap_bench
+    print(heap_bench.report())
+
+
+def sim_runtime() -> None:
+    from tests.bench import sim_runtime_bench
+    print(sim_runtime_bench.report())
+
+
 def agent() -> None:
     from tests.bench import agent_bench
     print(agent_bench.report())
@@ -47,6 +57,8 @@ BENCHES: dict[str, Callable[[], None]] = {
     "link": link,
     "journal": journal,
     "agent": agent,
+    "mpy-heap": mpy_heap,
+    "sim-runtime": sim_runtime,
 }
 
 
