@@ -38,8 +38,7 @@ class Console:
                  book: ReasonBook | None = None) -> None:
         self.agent = agent
         self.settings = settings
-        self.book = book if book is not None else ReasonBook.from_file(
-            agent.config.catalogue_path)
+        self.book = book if book is not None else agent.reasons
         self.throttle = auth.Throttle()
         self.window_names = {w.id: w.name for w in agent.config.windows}
         self.flashes: dict[str, tuple[str, str]] = {}

@@ -189,19 +189,21 @@ class DeviceSession:
 
     # ------------------------------------------------------------------ link events
 
-    def link_changed(self, up: bool) -> None:
+    def link_changed(self, up: bool, reason: str = "link_down") -> None:
         """The link to this device came up or went down (port opened/closed, broker state)."""
         self.link_up = up
         if up:
             self._wake.set()
         else:
-            self.set_offline()
+            self.set_offline(reason)
 
-    def set_offline(self) -> None:
-        """The device is gone (link lost, MQTT state "offline"); commands wait for its return."""
+    def set_offline(self, reason: str = "link_down") -> None:
+        """The device is gone (link lost, MQTT state "offline"); commands wait for its return.
+        `reason` ("kind: detail") is what the console shows for the offline device."""
         if self.online:
             self.online = False
-            self._spawn(self._seen({"online": False, "link": self.link}))
+            self._spawn(self._seen({"online": False, "link": self.link,
+                                    "offline_reason": reason}))
 
     # ------------------------------------------------------------------ receiving
 

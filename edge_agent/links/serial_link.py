@@ -52,6 +52,7 @@ class SerialLink:
         self._decoder = cobs.StreamDecoder()
         self._tx = bytearray()
         self._closed: asyncio.Event | None = None
+        self._lost_reason: str | None = None     # why the port closed, for the console
         self._task: asyncio.Task | None = None
 
     @property
@@ -100,7 +101,8 @@ class SerialLink:
                 await self._closed.wait()
             finally:
                 self._close()
-                self.session.link_changed(False)
+                self.session.link_changed(False, "serial_lost: " + (self._lost_reason or "?"))
+                self._lost_reason = None
             await asyncio.sleep(self.reopen_s)
 
     def _open(self) -> None:
@@ -139,6 +141,7 @@ class SerialLink:
     def _fail(self, exc: BaseException) -> None:
         if self._ser is None:
             return
+        self._lost_reason = _describe(exc)
         log.warning("serial port lost", extra={"deviceId": self.device_id, "port": self.port,
                                                "reason": _describe(exc)})
         loop = asyncio.get_running_loop()
