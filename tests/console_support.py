@@ -197,3 +197,72 @@ def _field(html: str, name: str) -> str:
     m = re.search(r'name="%s" value="([^"]*)"' % name, html)
     assert m, f"no {name} field in the page"
     return m.group(1)
+
+
+# ---------------------------------------------------------------- parsed HTML
+
+class Node:
+    """An element of a parsed page (stdlib html.parser; enough to assert on structure)."""
+
+    def __init__(self, tag: str, attrs: dict, parent: "Node | None") -> None:
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.children: list[Node | str] = []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self):
+        for c in self.children:
+            if isinstance(c, Node):
+                yield c
+                yield from c.iter()
+
+    def find_all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list:
+        out = []
+        for n in self.iter():
+            if tag and n.tag != tag:
+                continue
+            if cls and cls not in (n.attrs.get("class") or "").split():
+                continue
+            if any(n.attrs.get(k) != v for k, v in attrs.items()):
+                continue
+            out.append(n)
+        return out
+
+    def find(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> "Node":
+        found = self.find_all(tag, cls, **attrs)
+        assert found, f"no <{tag} class={cls} {attrs}> in the page"
+        return found[0]
+
+
+_VOID = {"meta", "link", "input", "br", "img", "hr", "source", "col", "area", "base", "wbr"}
+
+
+def parse_html(html: str) -> Node:
+    from html.parser import HTMLParser
+    root = Node("#root", {}, None)
+
+    class P(HTMLParser):
+        cur = root
+
+        def handle_starttag(self, tag, attrs):
+            n = Node(tag, {k: (v or "") for k, v in attrs}, self.cur)
+            self.cur.children.append(n)
+            if tag not in _VOID:
+                self.cur = n
+
+        def handle_startendtag(self, tag, attrs):
+            self.cur.children.append(Node(tag, {k: (v or "") for k, v in attrs}, self.cur))
+
+        def handle_endtag(self, tag):
+            n = self.cur
+            while n is not None and n.tag != tag:
+                n = n.parent
+            if n is not None and n.parent is not None:
+                self.cur = n.parent
+
+        def handle_data(self, data):
+            self.cur.children.append(data)
+    p = P(convert_charrefs=True)
+    p.feed(html)
+    return root
