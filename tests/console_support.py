@@ -266,3 +266,38 @@ def parse_html(html: str) -> Node:
     p = P(convert_charrefs=True)
     p.feed(html)
     return root
+
+
+# ---------------------------------------------------------------- a simulated session
+
+TASK_A = ("TEST-YYZZ-01", "营业执照办理（虚构）")
+TASK_B = ("TEST-SBK-02", "社保卡补办（虚构）")
+STAFF_A = ("S001", "测试员甲")
+STAFF_B = ("S002", "测试员乙")
+HOLIDAY_RATING_AT = hall_ts(2026, 9, 30, 10)   # the day before National Day
+
+
+def seed_session(h: Hall) -> dict:
+    """A morning at two windows through the real intake and ingest paths. Returns the global
+    ids: good/bad per window, the 差评 of 2026-09-30 (deadline across National Day)."""
+    ids: dict = {"A01": [], "A02": []}
+    n = 0
+    for window, staff, task, levels in (
+            ("A01", STAFF_A, TASK_A, [(1, ()), (1, ()), (2, ()), (3, ()), (4, (207,)),
+                                      (5, (107, 101))]),
+            ("A02", STAFF_B, TASK_B, [(1, ()), (2, ()), (5, (102,))])):
+        for level, reasons in levels:
+            n += 1
+            gid = h.rate(f"P-SEED-{n:03d}", level, window=window, reasons=reasons, n=n,
+                         staff=staff, task=task)
+            ids[window].append((gid, level))
+    n += 1
+    ids["holiday"] = h.rate("P-SEED-HOLIDAY", 4, window="A01", reasons=(203,), n=n,
+                            staff=STAFF_A, task=TASK_A, at=HOLIDAY_RATING_AT)
+    ids["bad_A01"] = [g for g, lv in ids["A01"] if lv >= 4]
+    ids["bad_A02"] = [g for g, lv in ids["A02"] if lv >= 4]
+    # an unsolicited press at A02 with no case left to take it: kept, unbound, listed
+    h.rseq += 1
+    h.call(h.agent.ingest(1002, [rec(h.rseq, level=4, reasons=(209,))], time.time()))
+    ids["unbound"] = f"T01-1002-{h.rseq}"
+    return ids

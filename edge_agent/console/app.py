@@ -128,7 +128,7 @@ async def access(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     console: Console = request.app[CONSOLE_KEY]
     user = auth.session_user(console.db(), request.cookies.get(auth.SESSION_COOKIE))
-    request["user"] = user
+    request[auth.USER_KEY] = user
     if route.roles is not None:
         if user is None:
             if _wants_json(request) or request.method != "GET":

@@ -6,8 +6,9 @@
 * CSRF: every form carries the session's own token (`csrf` field or `X-CSRF-Token` header),
   compared in constant time; the login form, which has no session yet, uses a double-submit
   cookie. SameSite=Strict is the second line.
-* Throttling: `LOGIN_FAILURES` failed logins within `LOGIN_WINDOW_S` for one user name, or from
-  one address, block further attempts from it until the window has passed. Kept in memory: a
+* Throttling: `LOGIN_FAILURES` failed logins within `LOGIN_WINDOW_S` for one user name (or
+  `LOGIN_FAILURES_PER_ADDRESS` from one address) block further attempts until the window has
+  passed. Kept in memory: a
   restart forgets it, which an attacker cannot trigger from the console.
 """
 from __future__ import annotations
@@ -19,11 +20,16 @@ import time
 from collections import deque
 
 import sqlite_utils
+from aiohttp import web
 
 SESSION_COOKIE = "hcp_console"
 LOGIN_COOKIE = "hcp_login"
-LOGIN_FAILURES = 5
+LOGIN_FAILURES = 5          # per user name
+LOGIN_FAILURES_PER_ADDRESS = 20   # per client address: a hall office may share one NAT address
 LOGIN_WINDOW_S = 15 * 60
+
+
+USER_KEY = web.RequestKey("user", dict)   # the logged-in user of a request (or None)
 
 
 class Denied(Exception):
@@ -84,8 +90,9 @@ def end_session(db: sqlite_utils.Database, token: str) -> None:
 class Throttle:
     """Failed-login counter per key (user name, client address), sliding window."""
 
-    def __init__(self, limit: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S) -> None:
-        self.limit, self.window_s = limit, window_s
+    def __init__(self, limit: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S,
+                 address_limit: int = LOGIN_FAILURES_PER_ADDRESS) -> None:
+        self.limit, self.window_s, self.address_limit = limit, window_s, address_limit
         self._fails: dict[str, deque] = {}
 
     def _recent(self, key: str, now: float) -> deque:
@@ -100,7 +107,7 @@ class Throttle:
         wait = 0.0
         for key in keys:
             q = self._recent(key, now)
-            if len(q) >= self.limit:
+            if len(q) >= (self.address_limit if key.startswith("ip:") else self.limit):
                 wait = max(wait, q[0] + self.window_s - now)
         return wait
 

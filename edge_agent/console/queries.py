@@ -304,9 +304,14 @@ def statistics(db: sqlite_utils.Database, d0: dt.date, d1: dt.date, window: str 
             for code in json.loads(r["reasons"]) or [REASON_NONE]:
                 k = (r["task_code"], int(code))
                 clusters[k] = clusters.get(k, 0) + 1
-    by_reason: dict[int, int] = {}
-    for (_, reason), n in clusters.items():
-        by_reason[reason] = by_reason.get(reason, 0) + n
+    # a tag has one code per 差评 level (207 不满意, 107 非常不满意): cluster by the tag's name
+    named: dict[tuple[str, str], int] = {}
+    for (task, code), n in clusters.items():
+        key = (task, _reason_name(book, code))
+        named[key] = named.get(key, 0) + n
+    by_reason: dict[str, int] = {}
+    for (_, name), n in named.items():
+        by_reason[name] = by_reason.get(name, 0) + n
     staff_rows = _ranked(by_staff, staff_names, "staffId")
     for r in staff_rows:
         r["label"] = f"{r['staffId']} {r['name']}"
@@ -317,12 +322,11 @@ def statistics(db: sqlite_utils.Database, d0: dt.date, d1: dt.date, window: str 
         "byStaff": staff_rows,
         "byTask": _ranked(by_task, task_names, "taskCode"),
         "byPeriod": [{"period": k, **_summary(v)} for k, v in sorted(periods.items())],
-        "badByReason": sorted(({"reason": code, "name": _reason_name(book, code), "n": n}
-                               for code, n in by_reason.items()), key=lambda x: -x["n"]),
+        "badByReason": sorted(({"name": name, "n": n} for name, n in by_reason.items()),
+                              key=lambda x: (-x["n"], x["name"])),
         "badClusters": sorted(({"taskCode": t, "taskName": task_names.get(t, t),
-                                "reason": code, "reasonName": _reason_name(book, code), "n": n}
-                               for (t, code), n in clusters.items()),
-                              key=lambda x: (-x["n"], x["taskCode"], x["reason"]))[:30],
+                                "reasonName": name, "n": n} for (t, name), n in named.items()),
+                              key=lambda x: (-x["n"], x["taskCode"], x["reasonName"]))[:30],
     }
 
 

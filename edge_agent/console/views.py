@@ -31,7 +31,7 @@ def _console(request: web.Request):
 
 
 def _user(request: web.Request) -> dict:
-    return request["user"]
+    return request[auth.USER_KEY]
 
 
 def _scope(request: web.Request) -> str | None:
@@ -56,7 +56,7 @@ def respond(request: web.Request, template: str, data: dict, title: str,
         return _json(data, status)
     from .routes import NAV
     console = _console(request)
-    user = request.get("user")
+    user = request.get(auth.USER_KEY)
     nav = [{"href": "/" + name, "label": label, "active": request.path.startswith("/" + name)}
            for name, label, roles in NAV if user and user["role"] in roles]
     ui = {"title": title, "user": user, "nav": nav, "hall": console.agent.config.hall.name,
