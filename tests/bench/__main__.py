@@ -42,11 +42,17 @@ def agent() -> None:
     print(agent_bench.report())
 
 
+def console() -> None:
+    from tests.bench import console_bench
+    print(console_bench.report())
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "codec": codec,
     "link": link,
     "journal": journal,
     "agent": agent,
+    "console": console,
 }
 
 

@@ -10,22 +10,21 @@
   var builders = {
     trend: function (rows) {
       return {
-        tooltip: { trigger: "axis" },
-        legend: { data: ["评价数", "差评", "满意率%"] },
+        // the "simple" ECharts build has no legend component: the page prints the legend
         grid: { left: 40, right: 50, top: 30, bottom: 30 },
         xAxis: { type: "category", data: rows.map(function (r) { return r.day.slice(5); }) },
         yAxis: [{ type: "value", name: "条" }, { type: "value", name: "%", min: 0, max: 100 }],
         series: [
           { name: "评价数", type: "bar", data: rows.map(function (r) { return r.total; }) },
           { name: "差评", type: "bar", data: rows.map(function (r) { return r.bad; }), itemStyle: { color: "#c0392b" } },
-          { name: "满意率%", type: "line", yAxisIndex: 1, data: rows.map(function (r) { return r.satisfaction; }) }
+          { name: "满意率%", type: "line", yAxisIndex: 1, connectNulls: true, itemStyle: { color: "#91cc75" }, data: rows.map(function (r) { return r.satisfaction; }) }
         ]
       };
     },
     reasons: function (rows) {
       rows = rows.slice(0, 10).reverse();
       return {
-        tooltip: {}, grid: { left: 180, right: 20, top: 10, bottom: 20 },
+        grid: { left: 180, right: 20, top: 10, bottom: 20 },
         xAxis: { type: "value" },
         yAxis: { type: "category", data: rows.map(function (r) { return r.name; }) },
         series: [{ type: "bar", data: rows.map(function (r) { return r.n; }), itemStyle: { color: "#c0392b" } }]
