@@ -91,10 +91,12 @@ def _tail(db: sqlite_utils.Database, d0: dt.date, d1: dt.date, window: str | Non
     scope, args = _scope_sql(window, "r.window")
     case_cols = (", c.staff_id, c.task_code, r.reasons" if with_case else "")
     join = " JOIN cases c ON c.id = r.case_id" if with_case else ""
+    # unary + keeps the level/time index out: only the rowid range (the tail) may drive this
     return _rows(db, f"SELECT {rollup.DAY_SQL.format(col='r.assess_time')} AS day,"
                      f" COALESCE(r.window, '') AS window, r.level{case_cols}"
-                     f" FROM ratings r{join} WHERE r.id > ? AND {rollup.COUNTED}"
-                     " AND r.assess_time >= ? AND r.assess_time < ?" + scope,
+                     f" FROM ratings r{join} WHERE r.id > ? AND +r.binding != 'unbound'"
+                     " AND +r.level BETWEEN 1 AND 5"
+                     " AND +r.assess_time >= ? AND +r.assess_time < ?" + scope,
                  (rollup.rolled_to(db), day_start(d0), day_start(d1 + dt.timedelta(days=1)),
                   *args))
 
@@ -155,7 +157,8 @@ def followup_counts(db: sqlite_utils.Database, window: str | None, today: dt.dat
         " SUM(CASE WHEN r.assess_time >= ? THEN 1 ELSE 0 END),"
         " SUM(CASE WHEN r.assess_time >= ? AND COALESCE(f.state, 'pending') != 'pending'"
         "     THEN 1 ELSE 0 END)"
-        " FROM ratings r LEFT JOIN followups f ON f.rating_id = r.id"
+        " FROM ratings r INDEXED BY ratings_level_time"
+        " LEFT JOIN followups f ON f.rating_id = r.id"
         " WHERE r.level IN (4, 5) AND r.binding != 'unbound'" + scope,
         (overdue_before, since_ts, since_ts, *args)).fetchone()
     bad_since, called_since = row[3] or 0, row[4] or 0
@@ -390,8 +393,14 @@ def worklist(db: sqlite_utils.Database, now: float, window: str | None, book: Re
         where += " AND COALESCE(f.state, 'pending') != 'feedback' AND r.assess_time < ?"
         args.append(day_start(overdue_through(today, workdays) + dt.timedelta(days=1)))
     page = max(1, page)
-    rows = _rows(db, _BAD_SELECT + where + " ORDER BY r.assess_time DESC, r.id DESC"
-                 " LIMIT ? OFFSET ?", (*args, WORKLIST_PAGE + 1, (page - 1) * WORKLIST_PAGE))
+    # pick the page from the covering index first, then join cases for those rows only
+    pick = ("SELECT r.id FROM ratings r INDEXED BY ratings_level_time"
+            " LEFT JOIN followups f ON f.rating_id = r.id"
+            " WHERE r.level IN (4, 5) AND r.binding != 'unbound'" + where +
+            " ORDER BY r.assess_time DESC, r.id DESC LIMIT ? OFFSET ?")
+    rows = _rows(db, _BAD_SELECT + f" AND r.id IN ({pick})"
+                 " ORDER BY r.assess_time DESC, r.id DESC",
+                 (*args, WORKLIST_PAGE + 1, (page - 1) * WORKLIST_PAGE))
     more = len(rows) > WORKLIST_PAGE
     items = [_bad_row(r, book, workdays, today, window_names) for r in rows[:WORKLIST_PAGE]]
     return {"items": items, "page": page, "more": more, "filters": {

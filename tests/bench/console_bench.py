@@ -109,8 +109,10 @@ def report(n: int = N) -> str:
         rows = [
             ("overview (hall)", lambda: queries.overview(db, now, None, 5)),
             ("overview (window staff)", lambda: queries.overview(db, now, "A03", 5)),
-            ("statistics, this month", lambda: queries.statistics(
+            ("statistics, this month to date", lambda: queries.statistics(
                 db, today.replace(day=1), today, None, book, names)),
+            ("statistics, last 30 days", lambda: queries.statistics(
+                db, today - dt.timedelta(days=29), today, None, book, names)),
             ("statistics, last 365 days", lambda: queries.statistics(
                 db, today - dt.timedelta(days=365), today, None, book, names, "month")),
             ("statistics, all 2 years", lambda: queries.statistics(
