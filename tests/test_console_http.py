@@ -236,7 +236,11 @@ def test_session_cookie_flags_and_login_throttle(hall):
                 assert await c.login("win2", "wrong-password") == 401
             # blocked now, even with the right password
             assert await c.login("win2") == 429
+            # a phone number typed as the user name is not kept in the audit log
+            assert await c.login(synthetic_phone(7), "wrong-password") == 401
     run(go())
+    assert hall.q("SELECT username FROM console_audit WHERE username LIKE '139%'") == \
+        [(synthetic_phone(7)[:3] + "****" + synthetic_phone(7)[-4:],)]
     rows = hall.q("SELECT action, detail FROM console_audit WHERE username = 'win2'"
                   " AND action = 'login_failed'")
     assert len(rows) == 6 and rows[-1][1] == "throttled"

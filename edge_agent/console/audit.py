@@ -9,6 +9,8 @@ import time
 
 import sqlite_utils
 
+from ..privacy import scrub
+
 ACTIONS = {
     "login": "登录", "login_failed": "登录失败", "logout": "退出", "view_bad_rating": "查看差评",
     "export": "导出", "followup": "回访整改", "appeal_filed": "提出申诉",
@@ -20,8 +22,9 @@ ACTIONS = {
 
 def record(db: sqlite_utils.Database, username: str, action: str, target: str | None = None,
            detail: str | None = None, ip: str | None = None, at: float | None = None) -> None:
-    """Append one audit row (inside the caller's transaction)."""
+    """Append one audit row (inside the caller's transaction). What a person typed (a user
+    name at a failed login) is scrubbed: an ID or phone number typed by mistake is masked."""
     db.execute("INSERT INTO console_audit(at, username, action, target, detail, ip)"
                " VALUES (?, ?, ?, ?, ?, ?)",
-               (at if at is not None else time.time(), username, action, target,
-                (detail or "")[:500] or None, ip))
+               (at if at is not None else time.time(), scrub(username)[:64], action,
+                scrub(target) if target else target, scrub(detail or "")[:500] or None, ip))
