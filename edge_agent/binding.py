@@ -33,6 +33,7 @@ from typing import Any
 import sqlite_utils
 
 from .catalogue import ReasonBook
+
 FLAG_CLOCK_UNSYNCED = 1
 FLAG_REASON_TIMEOUT = 2
 FLAG_TOO_FAST = 4

@@ -159,6 +159,17 @@ def test_technician_sees_devices_and_no_rater_data(browser, hall):
         nav = page.locator("header nav").inner_text()
         assert "差评工作台" not in nav and "统计" not in nav
         _shot(page, "devices-technician")
+        # htmx (vendored, served by the agent) refreshes the device table in place
+        row = page.locator("#device-table tr", has_text="1001").first
+        assert "离线" in row.inner_text()
+        hall.call(hall.agent.device_seen(1001, {"online": True, "link": "serial",
+                                                "firmware": "9.8.7", "session": 1}))
+        page.evaluate("htmx.trigger('#device-table', 'refresh')")
+        page.wait_for_function("document.querySelector('#device-table').innerText"
+                               ".includes('9.8.7')", timeout=10000)
+        assert "在线" in page.locator("#device-table tr", has_text="1001").first.inner_text()
+        hall.call(hall.agent.device_seen(1001, {"online": False, "link": "serial",
+                                                "offline_reason": "serial_lost: 测试"}))
         resp = page.goto(hall.console_url + "/worklist")
         assert resp.status == 403
     finally:

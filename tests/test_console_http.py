@@ -444,3 +444,30 @@ def test_statistics_rollups_match_the_live_count(hall):
     clusters = {(c["taskCode"], c["reasonName"]): c["n"] for c in live["badClusters"]}
     # 207 and 107 of the session, and the paper form's 107 once it was handed over
     assert clusters[(TASK_A[0], "服务态度差、不耐烦")] == 3
+
+
+def test_device_state_offline_reason_and_last_hello(hall):
+    """What a link reports (HELLO, then the port lost) is what the devices page says."""
+    hall.call(hall.agent.device_seen(1002, {"online": True, "link": "serial", "session": 4,
+                                            "firmware": "0.1.0", "backlog": 3,
+                                            "journal_full": False, "clock": True}))
+    hall.call(hall.agent.device_seen(1002, {"online": False, "link": "serial",
+                                            "offline_reason": "serial_lost: 设备已拔出"}))
+
+    async def go():
+        async with Client(hall.console_url) as c:
+            await c.login("tech")
+            _, body = await c.get("/devices.json")
+            _, html = await c.get("/devices")
+            return json.loads(body), parse_html(html)
+    data, doc = run(go())
+    d = {x["deviceId"]: x for x in data["devices"]}[1002]
+    assert d["online"] is False and d["offlineReason"] == "串口连接中断：设备已拔出"
+    assert d["firmware"] == "0.1.0" and d["backlog"] == 3 and d["lastHello"]
+    row = [tr for tr in doc.find("table", cls="devices").find_all("tr", cls="offline")
+           if tr.find("td").text() == "1002"][0]
+    assert "串口连接中断：设备已拔出" in row.text() and "0.1.0" in row.text()
+    # back online: the reason is gone
+    hall.call(hall.agent.device_seen(1002, {"online": True, "link": "serial"}))
+    assert hall.q("SELECT json_extract(info, '$.offline_reason') FROM devices"
+                  " WHERE device_id = 1002") == [(None,)]
