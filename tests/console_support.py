@@ -301,3 +301,15 @@ def seed_session(h: Hall) -> dict:
     h.call(h.agent.ingest(1002, [rec(h.rseq, level=4, reasons=(209,))], time.time()))
     ids["unbound"] = f"T01-1002-{h.rseq}"
     return ids
+
+
+def seeded_hall(tmp: Path, **config: Any) -> Hall:
+    """A started hall with the synthetic accounts and the simulated session (`h.ids`)."""
+    h = Hall(console_config(tmp, **config)).start()
+    try:
+        h.add_users()
+        h.ids = seed_session(h)
+    except BaseException:
+        h.stop()
+        raise
+    return h

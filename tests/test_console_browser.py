@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.console_support import (CHROMIUM, CHROMIUM_ARGS, PASSWORD, Hall, console_config,
-                                   seed_session)
+from tests.console_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, seeded_hall
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "console"
@@ -20,10 +19,8 @@ XSS = '<script>window.__pwned = 1; alert("x")</script><img src=x onerror="window
 
 @pytest.fixture(scope="module")
 def hall(tmp_path_factory):
-    h = Hall(console_config(tmp_path_factory.mktemp("console-browser"))).start()
+    h = seeded_hall(tmp_path_factory.mktemp("console-browser"))
     try:
-        h.add_users()
-        h.ids = seed_session(h)
         yield h
     finally:
         h.stop()

@@ -17,8 +17,8 @@ from openpyxl import load_workbook
 
 from edge_agent.console import paper as paper_mod
 from tests.agent_support import Province, synthetic_id, synthetic_phone
-from tests.console_support import (PASSWORD, STAFF_A, TASK_A, Client, Hall, console_config,
-                                   parse_html, seed_session)
+from tests.console_support import (PASSWORD, STAFF_A, TASK_A, Client, parse_html,
+                                   seeded_hall)
 
 PAGES = ("/overview", "/stats", "/worklist", "/paper", "/devices", "/audit", "/users")
 # role -> pages it may open (everything else is 403)
@@ -46,10 +46,12 @@ def _no_rater_data(text: str) -> None:
 def hall(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console-http")
     province = Province(tmp, "gbt39046-json")
-    h = Hall(console_config(tmp, upstream_url=province.url)).start()
     try:
-        h.add_users()
-        h.ids = seed_session(h)
+        h = seeded_hall(tmp, upstream_url=province.url)
+    except BaseException:
+        province.close()
+        raise
+    try:
         yield h
     finally:
         h.stop()
