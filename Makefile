@@ -21,9 +21,12 @@ $(NPMSTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# System packages the tests use: the Mosquitto broker, and the CJK font the tools render
-# reason-tag labels with (WenQuanYi Zen Hei has hand-tuned bitmap strikes at 12-16 px).
-SYSPKGS := mosquitto:/usr/sbin/mosquitto fonts-wqy-zenhei:/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
+# System packages the tests use: the Mosquitto broker, the CJK font the tools render
+# reason-tag labels with (WenQuanYi Zen Hei has hand-tuned bitmap strikes at 12-16 px) and the
+# console pages show, and Debian's Chromium, which the console tests drive through Playwright
+# (Playwright's own browser download is not used).
+SYSPKGS := mosquitto:/usr/sbin/mosquitto fonts-wqy-zenhei:/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc \
+           chromium:/usr/bin/chromium
 
 syspkgs:
 	@missing=""; for p in $(SYSPKGS); do [ -e "$${p#*:}" ] || missing="$$missing $${p%%:*}"; done; \
@@ -38,8 +41,11 @@ syspkgs:
 
 setup: $(STAMP) $(NPMSTAMP) syspkgs
 
+# seconds the demo hall (and its console) stays up after the summary; Ctrl-C ends it sooner
+DEMO_HOLD ?= 600
+
 demo: $(STAMP) syspkgs
-	$(PY) -m tools.hcp demo
+	$(PY) -m tools.hcp demo --hold $(DEMO_HOLD)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

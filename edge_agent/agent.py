@@ -27,8 +27,9 @@ from typing import Any, Iterable, Protocol
 import sqlite_utils
 
 from . import binding, queries
-from .alerts import AlertDispatcher, MqttPublisher
+from .alerts import AlertDispatcher, MqttPublisher, RobotTargets
 from .cases import CaseInput, case_row, validate_case
+from .catalogue import ReasonBook
 from .config import Config
 from .privacy import Sealer
 from .store import Writer, connect
@@ -110,11 +111,19 @@ class Agent:
             targets.append("webhook")
         if config.alerts.mqtt_topic:
             targets.append("mqtt")
+        if config.alerts.wecom_webhook:
+            targets.append("wecom")
+        if config.alerts.dingtalk_webhook:
+            targets.append("dingtalk")
+        # reason codes -> names for alerts and the console (config validated the catalogue)
+        self.reasons = ReasonBook.from_file(config.catalogue_path)
         self.ctx = binding.BindContext(
             hall_code=config.hall.hall_code,
             device_windows={d.id: d.window for d in config.devices},
             binding_window_s=config.binding_window_s, alert_targets=tuple(targets),
-            window_names={w.id: w.name for w in config.windows})
+            window_names={w.id: w.name for w in config.windows},
+            reasons=self.reasons,
+            console_url=config.console.public_url if config.console else None)
         up = config.upstream
         self.uploader = Uploader(UploadSettings(
             profile=up.profile, url=up.url, auth=up.auth, token=up.token, app_id=up.app_id,
@@ -132,7 +141,10 @@ class Agent:
         self.alerts = AlertDispatcher(self.writer, self.reader, config.alerts.webhook_url,
                                       config.alerts.mqtt_topic, mqtt,
                                       retry_base_s=self.tuning.alert_retry_base_s,
-                                      timeout_s=up.timeout_s)
+                                      timeout_s=up.timeout_s,
+                                      robots=RobotTargets(config.alerts.wecom_webhook,
+                                                          config.alerts.dingtalk_webhook,
+                                                          config.alerts.dingtalk_secret))
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -148,8 +160,9 @@ class Agent:
                 db.execute("INSERT INTO devices(device_id, window) VALUES (?, ?)"
                            " ON CONFLICT(device_id) DO UPDATE SET window = excluded.window",
                            (did, window))
-            # a restart means no link is up yet
-            db.execute("UPDATE devices SET online = 0")
+            # a restart means no link is up yet; say so where the console shows the reason
+            db.execute("UPDATE devices SET online = 0, info = json_set(info, '$.offline_reason',"
+                       " 'agent_restart')")
         await self.writer.write(op)
         await self.uploader.start()
         await self.alerts.start()
@@ -298,6 +311,10 @@ class Agent:
             was_online = bool(row[1]) if row else False
             merged.update(clean)
             is_online = was_online if online is None else bool(online)
+            if is_online:
+                merged.pop("offline_reason", None)
+            if "session" in clean:     # only a HELLO reports the session count
+                merged["hello_at"] = now
             db.execute("INSERT INTO devices(device_id, online, last_seen, info) VALUES (?,?,?,?)"
                        " ON CONFLICT(device_id) DO UPDATE SET online = excluded.online,"
                        " last_seen = excluded.last_seen, info = excluded.info",

@@ -1,22 +1,107 @@
-"""差评 alerts to the hall supervisor: webhook POST (JSON) and/or an MQTT topic (QoS 1).
+"""差评 alerts to the hall supervisor: webhook POST (JSON), an MQTT topic (QoS 1), and the
+group robots people actually read: 企业微信 (WeCom) and 钉钉 (DingTalk) markdown messages.
 
 Alert rows are written in the same transaction as the rating (see `binding`), so an alert
-survives a crash; this dispatcher sends each row until its target confirmed (HTTP 2xx, or the
-broker's PUBACK), backing off per row. Payloads carry window, staff, level, reasons and the case
-number — never rater data.
+survives a crash; this dispatcher sends each row until its target confirmed (HTTP 2xx, the
+broker's PUBACK, or a robot's `errcode` 0), backing off per row. Payloads carry window, staff,
+level, reason codes and names, the case number and a link to the console — never rater data.
+The robots get the same payload rendered as markdown (`robot_markdown`).
 """
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import random
 import threading
 import time
+import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 log = logging.getLogger("edge_agent.alerts")
+
+
+@dataclass(frozen=True)
+class RobotTargets:
+    """Group-robot webhooks (`[alerts]` wecom_webhook, dingtalk_webhook, dingtalk_secret)."""
+    wecom: str | None = None
+    dingtalk: str | None = None
+    dingtalk_secret: str | None = None
+
+
+# WeCom caps markdown content at 4096 bytes; DingTalk's limit is larger, one cap serves both
+ROBOT_TEXT_MAX = 4000
+_TITLES = {"bad_rating": "差评提醒", "bad_rating_case": "差评已对应办件",
+           "hello_burst": "评价器频繁重连"}
+
+
+def _md(value: Any) -> str:
+    """One line of plain text for a markdown message (no line breaks, no link syntax)."""
+    text = " ".join(str(value).split())
+    return text.replace("[", "［").replace("]", "］")
+
+
+def robot_markdown(payload: dict, wecom: bool) -> tuple[str, str]:
+    """(title, markdown text) of an alert for a group robot; `wecom` adds its font colours."""
+    kind = payload.get("type", "")
+    title = _TITLES.get(kind, "好差评提醒")
+    lines = []
+    if "level" in payload:
+        level = _md(payload.get("levelName", payload["level"]))
+        if wecom:
+            level = f'<font color="warning">{level}</font>'
+        lines.append(f"### {title}：{level}")
+    else:
+        lines.append(f"### {title}")
+    window = payload.get("windowName") or payload.get("window")
+    if window:
+        lines.append(f"> 窗口：{_md(window)}（{_md(payload.get('window'))}）")
+    staff = payload.get("staff")
+    if staff:
+        lines.append(f"> 经办人：{_md(staff.get('id'))} {_md(staff.get('name'))}")
+    if payload.get("taskName"):
+        lines.append(f"> 事项：{_md(payload['taskName'])}")
+    if "projectNo" in payload:
+        lines.append(f"> 办件编号：{_md(payload['projectNo'])}" if payload["projectNo"]
+                     else "> 办件编号：尚未对应办件（评价已保留，待办件报送后对应）")
+    names = payload.get("reasonNames")
+    if names is not None:
+        lines.append(f"> 差评原因：{_md('；'.join(names)) if names else '未选择'}")
+    if "deviceId" in payload and "level" not in payload:
+        lines.append(f"> 评价器：{_md(payload['deviceId'])}")
+    if payload.get("time"):
+        lines.append(f"> 时间：{_md(payload['time'].replace('T', ' ')[:19])}")
+    if payload.get("link"):
+        lines.append(f"\n[在差评工作台处理]({payload['link']})")
+    text = "\n".join(lines)
+    if len(text.encode("utf-8")) > ROBOT_TEXT_MAX:
+        text = text.encode("utf-8")[:ROBOT_TEXT_MAX].decode("utf-8", "ignore")
+    return title, text
+
+
+def robot_request(target: str, targets: RobotTargets, payload: dict,
+                  now_ms: int | None = None) -> tuple[str, bytes]:
+    """(URL, JSON body) for a robot target; DingTalk's 加签 adds timestamp and sign."""
+    if target == "wecom":
+        _, text = robot_markdown(payload, wecom=True)
+        body = {"msgtype": "markdown", "markdown": {"content": text}}
+        return targets.wecom or "", json.dumps(body, ensure_ascii=False).encode("utf-8")
+    title, text = robot_markdown(payload, wecom=False)
+    body = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+    url = targets.dingtalk or ""
+    if targets.dingtalk_secret:
+        ts = str(int(time.time() * 1000) if now_ms is None else now_ms)
+        mac = hmac.new(targets.dingtalk_secret.encode("utf-8"),
+                       f"{ts}\n{targets.dingtalk_secret}".encode("utf-8"), hashlib.sha256)
+        sign = urllib.parse.quote_plus(base64.b64encode(mac.digest()))
+        url += ("&" if "?" in url else "?") + f"timestamp={ts}&sign={sign}"
+    return url, json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 class MqttPublisher:
@@ -73,8 +158,9 @@ class AlertDispatcher:
     def __init__(self, writer: Any, reader_factory: Any, webhook_url: str | None,
                  mqtt_topic: str | None, mqtt: MqttPublisher | None,
                  retry_base_s: float = 2.0, retry_cap_s: float = 300.0,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, robots: RobotTargets | None = None) -> None:
         self._writer = writer
+        self.robots = robots or RobotTargets()
         self._reader_factory = reader_factory
         self.webhook_url = webhook_url
         self.mqtt_topic = mqtt_topic
@@ -141,6 +227,8 @@ class AlertDispatcher:
                     await resp.read()
                     if not 200 <= resp.status < 300:
                         error = f"http_{resp.status}"
+            elif target in ("wecom", "dingtalk") and getattr(self.robots, target):
+                error = await self._send_robot(target, payload)
             elif target == "mqtt" and self.mqtt_topic and self._mqtt is not None:
                 await asyncio.get_running_loop().run_in_executor(
                     None, self._mqtt.publish, self.mqtt_topic, payload.encode("utf-8"),
@@ -149,6 +237,28 @@ class AlertDispatcher:
                 error = f"target {target} not configured"
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, TimeoutError) as exc:
             error = f"{type(exc).__name__}"
+        await self._record(alert_id, target, attempts, error)
+
+    async def _send_robot(self, target: str, payload: str) -> str | None:
+        """POST a robot message; the robots answer HTTP 200 with `errcode` != 0 on refusal."""
+        assert self._session is not None
+        url, body = robot_request(target, self.robots, json.loads(payload))
+        async with self._session.post(url, data=body, headers={
+                "Content-Type": "application/json; charset=utf-8"}) as resp:
+            raw = await resp.read()
+            if not 200 <= resp.status < 300:
+                return f"http_{resp.status}"
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            return "unreadable_reply"
+        if not isinstance(reply, dict) or reply.get("errcode") != 0:
+            code = reply.get("errcode") if isinstance(reply, dict) else None
+            return f"errcode_{code}"
+        return None
+
+    async def _record(self, alert_id: int, target: str, attempts: int, error: str | None
+                      ) -> None:
         now = time.time()
         if error is None:
             self.sent += 1

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
+
+from .catalogue import ReasonBook
 
 FLAG_CLOCK_UNSYNCED = 1
 FLAG_REASON_TIMEOUT = 2
@@ -52,6 +54,8 @@ class BindContext:
     binding_window_s: int
     alert_targets: tuple[str, ...]
     window_names: dict[str, str]
+    reasons: ReasonBook = field(default_factory=ReasonBook)   # code -> name, the catalogue
+    console_url: str | None = None     # alerts link to the console's worklist item
 
 
 def global_id(hall_code: str, device_id: int, rseq: int) -> str:
@@ -213,9 +217,10 @@ def hall_time(ts: float) -> str:
 
 
 def alert_payload(db, ctx: BindContext, rating_id: int, kind: str) -> dict:
-    """The 差评 alert body: window, staff, level, reasons, case number — no rater data."""
+    """The 差评 alert body: window, staff, level, reasons (codes and names), case number, the
+    console link — no rater data."""
     r = db.execute("SELECT global_id, device_id, window, level, reasons, assess_time, case_id,"
-                   " binding FROM ratings WHERE id = ?", (rating_id,)).fetchone()
+                   " binding, flags FROM ratings WHERE id = ?", (rating_id,)).fetchone()
     payload: dict[str, Any] = {
         "type": kind, "ratingId": r[0], "deviceId": r[1], "window": r[2],
         "windowName": ctx.window_names.get(r[2] or "", r[2]), "level": r[3],
@@ -223,6 +228,9 @@ def alert_payload(db, ctx: BindContext, rating_id: int, kind: str) -> dict:
         "time": hall_time(r[5]),
         "binding": r[7], "projectNo": None, "staff": None, "taskName": None,
     }
+    payload["reasonNames"] = ctx.reasons.names_for(payload["reasons"], r[8], r[3])
+    payload["link"] = (f"{ctx.console_url}/worklist/{r[0]}" if ctx.console_url and r[6]
+                       is not None else None)
     if r[6] is not None:
         c = db.execute("SELECT project_no, staff_id, staff_name, task_name FROM cases"
                        " WHERE id = ?", (r[6],)).fetchone()

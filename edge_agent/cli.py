@@ -8,6 +8,8 @@
   hcp agent outbox retry (ID | --all) --config hall.toml
   hcp agent unbound --config hall.toml [--json]
   hcp agent export --from 2026-11-01 --to 2026-11-30 [--format csv|json] [--out F] --config ...
+  hcp agent user add NAME --role supervisor|technician|window [--window A01] [--staff-id S001]
+  hcp agent user passwd NAME | user disable NAME | user list      (console accounts)
 
 Exit codes: 0 ok, 1 operation failed, 2 bad configuration or usage.
 """
@@ -56,7 +58,80 @@ def _parser() -> argparse.ArgumentParser:
                     help="YYYY-MM-DD (inclusive day) or YYYY-MM-DD HH:MM:SS (exclusive)")
     ex.add_argument("--format", choices=("csv", "json"), default="csv")
     ex.add_argument("--out", help="file (default stdout)")
+    _user_parser(sub, common)
     return p
+
+
+def _user_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    us = sub.add_parser("user", help="控制台账号 console accounts (argon2 password hashes)")
+    uss = us.add_subparsers(dest="user_cmd", required=True)
+    ua = uss.add_parser("add", parents=[common], help="新增账号 add an account; the password "
+                        "is read from the terminal or $HCP_CONSOLE_PASSWORD",
+                        epilog="example: hcp agent user add zhangsan --role window --window A01 "
+                               "--staff-id S001 --name 张三 --config hall.toml")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=("supervisor", "technician", "window"),
+                    help="管理员 supervisor / 技术员 technician / 窗口人员 window")
+    ua.add_argument("--name", default="", help="显示姓名 display name")
+    ua.add_argument("--window", help="窗口编号 window id (window staff)")
+    ua.add_argument("--staff-id", help="工号 staff number (window staff, optional)")
+    up = uss.add_parser("passwd", parents=[common], help="修改密码 set a new password (ends "
+                        "the account's sessions)",
+                        epilog="example: hcp agent user passwd zhangsan --config hall.toml")
+    up.add_argument("username")
+    ud = uss.add_parser("disable", parents=[common], help="停用账号 disable an account (ends "
+                        "its sessions at once)",
+                        epilog="example: hcp agent user disable zhangsan --config hall.toml")
+    ud.add_argument("username")
+    ud.add_argument("--enable", action="store_true", help="重新启用 re-enable instead")
+    ul = uss.add_parser("list", parents=[common], help="列出账号 list accounts",
+                        epilog="example: hcp agent user list --config hall.toml")
+    ul.add_argument("--json", action="store_true")
+
+
+def _password(prompt: str) -> str:
+    """The new password: $HCP_CONSOLE_PASSWORD (scripts), else asked twice on the terminal."""
+    env = os.environ.get("HCP_CONSOLE_PASSWORD")
+    if env:
+        return env
+    import getpass
+    first = getpass.getpass(prompt)
+    if getpass.getpass("再输入一次 again: ") != first:
+        raise ValueError("两次输入的密码不一致 the passwords differ")
+    return first
+
+
+def _user_cmd(args: Any, cfg: Config, db: Any) -> int:
+    """`hcp agent user ...`: the console's own account core (edge_agent.console.accounts)."""
+    from .console import accounts
+    try:
+        if args.user_cmd == "list":
+            rows = accounts.list_users(db)
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=2))
+            else:
+                _print_table(rows, ["username", "displayName", "role", "window", "staffId",
+                                    "disabled"])
+            return 0
+        if args.user_cmd == "add":
+            pw = _password("新密码 password: ")
+            with db.atomic():
+                accounts.add_user(db, args.username, pw, args.role, args.name, args.window,
+                                  args.staff_id, {w.id for w in cfg.windows})
+            print(f"已新增账号 added {args.username} ({args.role})")
+        elif args.user_cmd == "passwd":
+            pw = _password("新密码 new password: ")
+            with db.atomic():
+                accounts.set_password(db, args.username, pw)
+            print(f"已修改密码 password changed for {args.username}; its sessions ended")
+        elif args.user_cmd == "disable":
+            with db.atomic():
+                accounts.set_disabled(db, args.username, not args.enable)
+            print(f"{'已启用 enabled' if args.enable else '已停用 disabled'} {args.username}")
+        return 0
+    except (accounts.AccountError, ValueError) as exc:
+        _err(f"账号操作失败 {exc}")
+        return 1
 
 
 def _err(text: str) -> None:
@@ -67,9 +142,9 @@ def _load(path: str) -> Config:
     return load_config(path)
 
 
-def _db(cfg: Config):
+def _db(cfg: Config, create: bool = False):
     from .store import open_database
-    if not Path(cfg.storage).exists():
+    if not create and not Path(cfg.storage).exists():
         raise FileNotFoundError(cfg.storage)
     return open_database(cfg.storage)
 
@@ -132,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "run":
         return _run(cfg)
     try:
-        db = _db(cfg)
+        # accounts may be set up before the agent's first start: `user` creates the database
+        db = _db(cfg, create=args.cmd == "user")
     except FileNotFoundError:
         _err(f"数据库不存在 database not found: {cfg.storage} — start the agent first "
              f"(hcp agent run --config {args.config})")
@@ -145,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: Any, cfg: Config, db: Any) -> int:
     from . import queries
+    if args.cmd == "user":
+        return _user_cmd(args, cfg, db)
     if args.cmd == "status":
         data = queries.status(db, {"name": cfg.hall.name, "hallCode": cfg.hall.hall_code,
                                    "areaCode": cfg.hall.area_code})

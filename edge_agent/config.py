@@ -77,6 +77,20 @@ class Upstream:
 class Alerts:
     webhook_url: str | None
     mqtt_topic: str | None
+    wecom_webhook: str | None = None      # 企业微信 group robot (markdown message)
+    dingtalk_webhook: str | None = None   # 钉钉 custom robot (markdown message)
+    dingtalk_secret: str | None = field(default=None, repr=False)   # its 加签 secret, if set
+
+
+@dataclass(frozen=True)
+class Console:
+    """The hall console (web pages for supervisors, staff, technicians): `[console]`."""
+    listen_host: str
+    listen_port: int
+    public_url: str            # how people reach it; links in alerts point here
+    followup_workdays: int     # 差评 整改反馈 deadline, in working days after the rating
+    session_hours: float
+    scans_dir: str             # paper-form photos/scans
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,7 @@ class Config:
     log_level: str = "info"
     source_path: str | None = None
     catalogue_path: str | None = None
+    console: Console | None = None
 
     def device(self, device_id: int) -> Device | None:
         """The configured device with this id, or None."""
@@ -228,7 +243,7 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
     if catalogue is not None:
         catalogue_path = str(_resolve(base, catalogue))
         try:
-            from tools.catalogue_blob import load_catalogue, tag_codes
+            from .catalogue import load_catalogue, tag_codes
             tag_codes(load_catalogue(Path(catalogue_path)))
         except (OSError, ValueError) as exc:
             raise ConfigError("agent.catalogue", f"评价标签目录无法使用 reason-tag catalogue "
@@ -338,15 +353,55 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
         if broker is None:
             raise ConfigError("alerts.mqtt_topic", "需要 [broker] 配置节 needs a [broker] section")
 
+    wecom = _nonempty(alerts_t, "wecom_webhook", "alerts", False)
+    dingtalk = _nonempty(alerts_t, "dingtalk_webhook", "alerts", False)
+    for key_name, url_value in (("wecom_webhook", wecom), ("dingtalk_webhook", dingtalk)):
+        if url_value is not None and not re.match(r"https?://[^/\s]+", url_value):
+            raise ConfigError(f"alerts.{key_name}", "应为机器人的 http(s):// 地址 must be the "
+                              "robot's http(s):// webhook URL")
+    dingtalk_secret = _secret(alerts_t, "dingtalk_secret", "alerts", base)
+
     priv_t = _table(data, "privacy")
     key = _privacy_key(priv_t, base)
+    storage_path = str(_resolve(base, storage))
+    console = _console(_table(data, "console", required=False), base, storage_path)
 
     return Config(hall=hall, windows=tuple(windows), devices=tuple(devices), broker=broker,
-                  upstream=upstream, storage=str(_resolve(base, storage)),
+                  upstream=upstream, storage=storage_path,
                   listen_host=m.group(1), listen_port=int(m.group(2)),
                   invite_lifetime_s=invite_lifetime, binding_window_s=binding_window,
-                  alerts=Alerts(webhook_url=webhook, mqtt_topic=topic), privacy_key=key,
-                  log_level=log_level, source_path=source, catalogue_path=catalogue_path)
+                  alerts=Alerts(webhook_url=webhook, mqtt_topic=topic, wecom_webhook=wecom,
+                                dingtalk_webhook=dingtalk, dingtalk_secret=dingtalk_secret),
+                  privacy_key=key, log_level=log_level, source_path=source,
+                  catalogue_path=catalogue_path, console=console)
+
+
+def _console(table: dict | None, base: Path, storage: str) -> Console | None:
+    """`[console]`: absent means no console is served."""
+    if table is None:
+        return None
+    listen = _nonempty(table, "listen", "console")
+    m = re.fullmatch(r"(.+):(\d{1,5})", listen)
+    if not m or int(m.group(2)) > 65535:
+        raise ConfigError("console.listen", "应为 host:port must be host:port, e.g. "
+                          "0.0.0.0:8471 (the hall intranet address)")
+    host, port = m.group(1), int(m.group(2))
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    public = _nonempty(table, "public_url", "console", False, f"http://{shown}:{port}")
+    if not re.match(r"https?://[^/\s]+", public):
+        raise ConfigError("console.public_url", "应为 http(s):// 地址 must be an http(s):// URL "
+                          "people open the console with")
+    days = _get(table, "followup_workdays", "console", int, False, 5)
+    if not 1 <= days <= 60:
+        raise ConfigError("console.followup_workdays", "应在 1–60 个工作日之间 must be 1..60 "
+                          "working days (seed 000: 5)")
+    hours = _get(table, "session_hours", "console", (int, float), False, 8)
+    if not 0.1 <= hours <= 24 * 7:
+        raise ConfigError("console.session_hours", "应在 0.1–168 小时之间 must be 0.1..168 hours")
+    scans = _nonempty(table, "scans_dir", "console", False, None)
+    scans_dir = str(_resolve(base, scans)) if scans else str(Path(storage).parent / "paper-scans")
+    return Console(listen_host=host, listen_port=port, public_url=public.rstrip("/"),
+                   followup_workdays=days, session_hours=float(hours), scans_dir=scans_dir)
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -134,6 +134,111 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE alerts_v2 RENAME TO alerts",
         "CREATE INDEX alerts_due ON alerts(state, next_at)",
     ]),
+    # 3: the hall console (edge_agent/console/): accounts and sessions, the audit log, 差评
+    # follow-ups and appeals, paper forms, and daily statistics rollups. Ratings are never
+    # changed by any of these tables; they only refer to them.
+    (3, [
+        """CREATE TABLE console_users (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('supervisor', 'technician', 'window')),
+            window TEXT,
+            staff_id TEXT,
+            password_hash TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE console_sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES console_users(id),
+            csrf TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+        """CREATE TABLE console_audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            username TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            detail TEXT,
+            ip TEXT
+        )""",
+        "CREATE INDEX console_audit_at ON console_audit(at)",
+        """CREATE TABLE followups (
+            rating_id INTEGER PRIMARY KEY REFERENCES ratings(id),
+            state TEXT NOT NULL CHECK (state IN ('pending', 'called', 'rectifying', 'feedback')),
+            assignee TEXT,
+            called_at REAL,
+            feedback_at REAL,
+            updated_at REAL NOT NULL,
+            updated_by TEXT NOT NULL
+        )""",
+        """CREATE TABLE followup_events (
+            id INTEGER PRIMARY KEY,
+            rating_id INTEGER NOT NULL REFERENCES ratings(id),
+            at REAL NOT NULL,
+            username TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            assignee TEXT,
+            note TEXT NOT NULL
+        )""",
+        "CREATE INDEX followup_events_rating ON followup_events(rating_id, at)",
+        """CREATE TABLE appeals (
+            id INTEGER PRIMARY KEY,
+            rating_id INTEGER NOT NULL REFERENCES ratings(id),
+            filed_by TEXT NOT NULL,
+            filed_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('filed', 'upheld', 'rejected')),
+            outcome_note TEXT,
+            decided_by TEXT,
+            decided_at REAL
+        )""",
+        "CREATE INDEX appeals_rating ON appeals(rating_id)",
+        """CREATE TABLE paper_forms (
+            id INTEGER PRIMARY KEY,
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            level INTEGER NOT NULL CHECK (level BETWEEN 1 AND 5),
+            reasons TEXT NOT NULL,
+            written TEXT NOT NULL DEFAULT '',
+            rated_on TEXT NOT NULL,
+            scan_file TEXT NOT NULL,
+            scan_sha256 TEXT NOT NULL,
+            scan_type TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('entered', 'confirmed', 'rejected', 'queued')),
+            entered_by TEXT NOT NULL,
+            entered_at REAL NOT NULL,
+            checked_by TEXT,
+            checked_at REAL,
+            reject_reason TEXT,
+            rating_id INTEGER REFERENCES ratings(id)
+        )""",
+        "CREATE INDEX paper_forms_case ON paper_forms(case_id, state)",
+        # covers the open/overdue 差评 count of the overview and the worklist's order
+        "CREATE INDEX ratings_level_time ON ratings(level, assess_time, binding, window)",
+        # daily rollups by hall day (statistics on a 1,000,000-rating hall in < 300 ms)
+        """CREATE TABLE stat_window (day TEXT NOT NULL, window TEXT NOT NULL,
+            level INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (day, window, level)) WITHOUT ROWID""",
+        """CREATE TABLE stat_staff (day TEXT NOT NULL, window TEXT NOT NULL,
+            staff_id TEXT NOT NULL, level INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (day, window, staff_id, level)) WITHOUT ROWID""",
+        """CREATE TABLE stat_task (day TEXT NOT NULL, window TEXT NOT NULL,
+            task_code TEXT NOT NULL, level INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (day, window, task_code, level)) WITHOUT ROWID""",
+        """CREATE TABLE stat_reason (day TEXT NOT NULL, window TEXT NOT NULL,
+            task_code TEXT NOT NULL, reason INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (day, window, task_code, reason)) WITHOUT ROWID""",
+        """CREATE TABLE stat_names (kind TEXT NOT NULL, code TEXT NOT NULL, name TEXT NOT NULL,
+            PRIMARY KEY (kind, code)) WITHOUT ROWID""",
+        """CREATE TABLE stat_mark (id INTEGER PRIMARY KEY CHECK (id = 1),
+            rolled_to INTEGER NOT NULL)""",
+        "INSERT INTO stat_mark(id, rolled_to) VALUES (1, 0)",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

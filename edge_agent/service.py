@@ -43,6 +43,29 @@ def endpoint_file(config: Config) -> Path:
     return Path(config.storage + ".http")
 
 
+def console_endpoint_file(config: Config) -> Path:
+    """Where a running agent writes its console address (`console.listen` may be port 0)."""
+    return Path(config.storage + ".console")
+
+
+async def _start_console(agent: Agent, config: Config) -> Callable[[], Awaitable[None]] | None:
+    """Serve the hall console on its own address, if `[console]` is configured."""
+    if config.console is None:
+        return None
+    from .console import serve_console
+    url, stop_console = await serve_console(agent, config.console)
+    try:
+        console_endpoint_file(config).write_text(url + "\n")
+    except OSError:
+        pass
+    log.info("console listening", extra={"url": url})
+
+    async def stop() -> None:
+        await stop_console()
+        console_endpoint_file(config).unlink(missing_ok=True)
+    return stop
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None,
                 tuning: Tuning | None = None, on_listening: Callable[[str], None] | None = None
                 ) -> None:
@@ -70,6 +93,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     except OSError as exc:   # only `hcp agent status` needs it; not a reason to stop serving
         log.warning("could not write the endpoint file", extra={"path": str(endpoint),
                                                                 "reason": type(exc).__name__})
+    console_stop = await _start_console(agent, config)
     if on_listening:
         on_listening(url)
     link_stops = []
@@ -88,6 +112,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
             t.cancel()
         for s in link_stops:
             await s()
+        if console_stop is not None:
+            await console_stop()
         await runner.cleanup()
         endpoint.unlink(missing_ok=True)
         await agent.stop()

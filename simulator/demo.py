@@ -65,7 +65,42 @@ def _parser() -> argparse.ArgumentParser:
                    help="结束后等待积压清空的上限秒数 max seconds to wait for the backlog (45)")
     p.add_argument("--arrival", type=float, default=5.0,
                    help="每个窗口办事群众到达平均间隔秒 mean seconds between citizens (5)")
+    p.add_argument("--hold", type=float, default=0.0, metavar="S",
+                   help="汇总后保持大厅运行 S 秒（可打开控制台查看），Ctrl-C 提前结束 keep the "
+                        "hall and its console up S seconds after the summary")
     return p
+
+
+DEMO_USER = "demo"
+
+
+def _demo_account(db_path: Path) -> str:
+    """A demo-only supervisor account on the demo's own database; returns its password."""
+    import secrets
+    from edge_agent.console import accounts
+    from edge_agent.store import open_database
+    password = secrets.token_urlsafe(9)
+    db = open_database(str(db_path))
+    try:
+        with db.atomic():
+            accounts.add_user(db, DEMO_USER, password, accounts.SUPERVISOR, "演示管理员")
+    finally:
+        db.close()
+    return password
+
+
+async def _hold(console: Console, seconds: float, console_url: str, password: str) -> None:
+    """Keep everything running after the summary; Ctrl-C / SIGTERM end the hold normally."""
+    console.print(f"[bold]大厅继续运行 {seconds:.0f} 秒[/] hall stays up; 控制台 console "
+                  f"{console_url}  用户 user {DEMO_USER}  密码 password {password}  "
+                  "(Ctrl-C 结束 to stop)", highlight=False)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        console.print("结束演示 ending the demo")
 
 
 async def _refresh(s: aiohttp.ClientSession, snap: Snapshot, agent_url: str,
@@ -140,9 +175,10 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
         # the agent is told its address now and retries until it answers
         province_port = services.free_port()
         province_url = f"http://127.0.0.1:{province_port}"
+        console_port = services.free_port()
         cfg = rundir.write_hall_config(run_dir, specs, province_url, profile=args.profile,
                                        webhook_url=webhook, broker_port=broker_port,
-                                       agent_password=agent_pw)
+                                       agent_password=agent_pw, console_port=console_port)
         ports.update({s.device_id: PtyPort(s.port_path) for s in specs
                       if s.port_path is not None})
         for p in ports.values():
@@ -151,7 +187,11 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
         started.append(agent)
         _LIVE_SERVICES.append(agent)
         agent_url = await asyncio.get_running_loop().run_in_executor(None, agent.start)
-        console.print(f"代理 agent: {agent_url}  (hall.toml: {cfg})", highlight=False)
+        console_url = f"http://127.0.0.1:{console_port}"
+        console_password = _demo_account(run_dir / "agent.db")
+        console.print(f"代理 agent: {agent_url}  (hall.toml: {cfg})\n控制台 console: "
+                      f"{console_url}  用户 user {DEMO_USER}  密码 password {console_password}",
+                      highlight=False)
 
         phrases = rundir.phrases()
         skew_at = fmod.skewed_device(kinds + (["clock-skew"] if args.faults else []),
@@ -220,7 +260,14 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
                 "button_presses": hall.button_presses(), "walk_aways": c.walk_aways,
                 "double_presses": c.double_presses, "unsolicited_presses": c.unsolicited,
                 "case_errors": c.case_errors, "reason_timeouts": c.reason_timeouts,
-                "run_dir": str(run_dir) if not own_dir else None})
+                "run_dir": str(run_dir) if not own_dir else None,
+                "agent_url": agent_url, "console_url": console_url,
+                "console_user": DEMO_USER, "console_password": console_password})
+        if args.hold > 0:    # the summary first (JSON too), then the hall stays up
+            view.stop()
+            report(console, args, summary)
+            await _hold(console, args.hold, console_url, console_password)
+            summary["reported"] = True
         return summary
     finally:
         if poller is not None:
@@ -280,6 +327,9 @@ def print_summary(console: Console, s: dict) -> None:
     if s.get("stored_not_shown"):
         lines.append(("断电前已写入未显示 stored but cut before 谢谢 showed",
                       s["stored_not_shown"]))
+    if s.get("console_url"):
+        lines.append(("控制台 console (用户 user / 密码 password)",
+                      f"{s['console_url']}  ({s['console_user']} / {s['console_password']})"))
     console.rule("[bold]汇总 summary")
     table = Table(box=None, show_header=False, padding=(0, 2))
     table.add_column(no_wrap=False)
@@ -304,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)      # CI logs: no 80-column wrapping of the summary
-    if args.devices < 1 or args.duration <= 0:
-        console.print("参数错误 bad option: --devices ≥ 1 and --duration > 0")
+    if args.devices < 1 or args.duration <= 0 or args.hold < 0:
+        console.print("参数错误 bad option: --devices ≥ 1, --duration > 0, --hold ≥ 0")
         return 2
     if args.runtime == "micropython":
         from .mpy_device import missing as mpy_missing
@@ -336,12 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     except services.ServiceError as exc:
         console.print(f"[red]启动失败 could not start[/]: {exc}", highlight=False)
         return 2
+    if not summary.pop("reported", False):
+        report(console, args, summary)
+    return 0 if summary["lost"] == 0 and summary.get("drained") else 1
+
+
+def report(console: Console, args: argparse.Namespace, summary: dict) -> None:
+    """Print the summary and write `--json`."""
     print_summary(console, summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, ensure_ascii=False, indent=1),
                                    encoding="utf-8")
         console.print(f"JSON: {args.json}")
-    return 0 if summary["lost"] == 0 and summary.get("drained") else 1
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def make_devices(run_dir: Path, n: int, link: str, broker_port: int | None = Non
 def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
                       profile: str = "gbt39046-json", webhook_url: str | None = None,
                       broker_port: int | None = None, agent_password: str = "",
-                      invite_lifetime_s: int = 20) -> Path:
+                      invite_lifetime_s: int = 20, console_port: int | None = None) -> Path:
     """The agent's hall.toml for these devices (listen on a free port: it prints the URL)."""
     privacy = secrets.token_hex(32)
     lines = [
@@ -104,6 +104,8 @@ def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
               'auth = "none"', "timeout_s = 5", 'data_source = "001"', ""]
     if webhook_url:
         lines += ["[alerts]", f'webhook_url = "{webhook_url}"', ""]
+    if console_port is not None:
+        lines += ["[console]", f'listen = "127.0.0.1:{console_port}"', ""]
     lines += ["[privacy]", f'key = "{privacy}"', ""]
     p = run_dir / "hall.toml"
     p.write_text("\n".join(lines), encoding="utf-8")

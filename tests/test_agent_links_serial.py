@@ -323,8 +323,8 @@ def test_silent_port_shows_the_device_offline_with_the_reason_and_reopens(tmp_pa
 
             def state():
                 rows = r.h.q("SELECT online, info FROM devices WHERE device_id = 1001")
-                return rows[0][0], json.loads(rows[0][1]).get("offlineReason")
-            await wait_for(lambda: state() == (0, "silent"), 10)
+                return rows[0][0], json.loads(rows[0][1]).get("offline_reason")
+            await wait_for(lambda: state() == (0, "serial_silent"), 10)
             await wait_for(lambda: r.link.opens > opens, 5)
             r.dev.start()
             r.dev.link_up()

@@ -101,3 +101,51 @@ def test_demo_says_clearly_when_mqtt_is_unavailable(tmp_path, monkeypatch):
     from simulator import demo
     monkeypatch.setattr(services, "MOSQUITTO", str(tmp_path / "no-mosquitto"))
     assert demo.main(["--link", "mqtt", "--duration", "1"]) == 2
+
+
+def test_demo_hold_keeps_the_console_up_after_the_summary(tmp_path):
+    """`--hold S`: the JSON summary (with the console's address and demo account) is written
+    first, the hall and its console stay up, and SIGTERM ends the hold with a normal exit."""
+    import signal
+    import time
+    import urllib.request
+    out = tmp_path / "summary.json"
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tools.hcp", "demo", "--duration", "5",
+                             "--devices", "2", "--hold", "120", "--json", str(out),
+                             "--run-dir", str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 110
+        while not out.exists():
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no summary before the hold"
+            time.sleep(0.3)
+        time.sleep(0.2)      # the file is written in one call; let it land
+        s = json.loads(out.read_text(encoding="utf-8"))
+        assert s["lost"] == 0 and s["console_user"] == "demo" and s["console_password"]
+        assert s["agent_url"].startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(s["console_url"] + "/login", timeout=5) as r:
+            assert r.status == 200 and "登录" in r.read().decode("utf-8")
+        # the demo account logs in (the real console, the real argon2 check)
+        from tests.console_support import Client
+        import asyncio
+
+        async def login():
+            async with Client(s["console_url"]) as c:
+                assert await c.login("demo", s["console_password"]) == 303
+                status, body = await c.get("/overview.json")
+                assert status == 200
+                return json.loads(body)
+        overview = asyncio.run(login())
+        assert overview["periods"][0]["total"] == s["bound"]
+        assert proc.poll() is None, "the hall should still be held"
+        proc.send_signal(signal.SIGTERM)
+        text, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, text[-3000:]
+    assert "控制台 console" in text and s["console_url"] in text
+    assert _leftovers(str(run_dir)) == []

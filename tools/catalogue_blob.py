@@ -10,15 +10,14 @@ u8, label bitmap ⌈w/8⌉·h bytes MONO_HLSB), big-endian, tags in catalogue or
 """
 from __future__ import annotations
 
-import json
 import os
 import struct
-from pathlib import Path
 from typing import Any
 
 from protocol.crc32 import crc32
 from protocol.messages import CONFIG_CHUNK
 
+from edge_agent.catalogue import load_catalogue, tag_codes  # noqa: F401  (re-exported)
 from tools import screen_layout
 from tools.bitmaps import fit_text
 
@@ -27,64 +26,6 @@ _ENTRY = ">HHB"
 MAX_TAGS = 255
 MAX_TOTAL = 0xFFFF          # CONFIG `total` is u16
 MAX_CHUNKS = 255            # CONFIG `count` is u8
-
-
-def load_catalogue(source: dict | str | bytes | os.PathLike[str]) -> dict:
-    """The catalogue as a dict, from a dict, JSON text/bytes, or a file path."""
-    if isinstance(source, dict):
-        return source
-    if isinstance(source, os.PathLike):
-        source = Path(source).read_bytes()
-    try:
-        data = json.loads(source)
-    except ValueError as exc:
-        raise ValueError(f"目录不是有效 JSON catalogue is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("目录应为 JSON 对象 catalogue must be a JSON object")
-    return data
-
-
-def _prefix(codes: dict, level: str) -> str:
-    entry = codes.get(level)
-    prefix = entry.get("prefix") if isinstance(entry, dict) else None
-    if not isinstance(prefix, str) or not prefix.isdigit():
-        raise ValueError(f"catalogue codes[{level!r}].prefix missing or not digits: the code "
-                         f"sent with level {level} comes only from the catalogue")
-    return prefix
-
-
-def tag_codes(catalogue: dict) -> list[tuple[str, int, int, str]]:
-    """[(tag, code with level 4, code with level 5, display text)], validated, in order."""
-    version = catalogue.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 0xFFFF:
-        raise ValueError(f"catalogue version {version!r}: must be an integer 1..65535")
-    tags = catalogue.get("tags")
-    if not isinstance(tags, list) or not tags:
-        raise ValueError("catalogue has no tags")
-    if len(tags) > MAX_TAGS:
-        raise ValueError(f"catalogue has {len(tags)} tags, at most {MAX_TAGS}")
-    codes = catalogue.get("codes")
-    if not isinstance(codes, dict):
-        raise ValueError("catalogue has no `codes` table (level → code prefix)")
-    p4, p5 = _prefix(codes, "4"), _prefix(codes, "5")
-    out: list[tuple[str, int, int, str]] = []
-    seen: set[int] = set()
-    for i, t in enumerate(tags):
-        tag = t.get("tag") if isinstance(t, dict) else None
-        if not isinstance(tag, str) or not tag.isdigit():
-            raise ValueError(f"tags[{i}].tag {tag!r}: must be a string of digits, e.g. \"07\"")
-        text = t.get("short") or t.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"tags[{i}] ({tag}) has no text")
-        c4, c5 = int(p4 + tag), int(p5 + tag)
-        for c in (c4, c5):
-            if not 0 < c <= 0xFFFF:
-                raise ValueError(f"tags[{i}] ({tag}): code {c} outside 1..65535")
-            if c in seen:
-                raise ValueError(f"tags[{i}] ({tag}): code {c} used twice")
-            seen.add(c)
-        out.append((tag, c4, c5, text.strip()))
-    return out
 
 
 def catalogue_entries(catalogue: dict | str | bytes | os.PathLike[str],

@@ -189,21 +189,21 @@ class DeviceSession:
 
     # ------------------------------------------------------------------ link events
 
-    def link_changed(self, up: bool, reason: str | None = None) -> None:
-        """The link to this device came up or went down (port opened/closed, broker state);
-        `reason` says why it went down (shown with the device)."""
+    def link_changed(self, up: bool, reason: str = "link_down") -> None:
+        """The link to this device came up or went down (port opened/closed, broker state)."""
         self.link_up = up
         if up:
             self._wake.set()
         else:
             self.set_offline(reason)
 
-    def set_offline(self, reason: str | None = None) -> None:
-        """The device is gone (link lost, MQTT state "offline"); commands wait for its return."""
+    def set_offline(self, reason: str = "link_down") -> None:
+        """The device is gone (link lost, MQTT state "offline"); commands wait for its return.
+        `reason` ("kind: detail") is what the console shows for the offline device."""
         if self.online:
             self.online = False
             self._spawn(self._seen({"online": False, "link": self.link,
-                                    "offlineReason": reason or "link_down"}))
+                                    "offline_reason": reason}))
 
     # ------------------------------------------------------------------ receiving
 
@@ -225,8 +225,7 @@ class DeviceSession:
         seen = None
         if not self.online:
             self.online = True
-            seen = self._spawn(self._seen({"online": True, "link": self.link,
-                                           "offlineReason": None}))
+            seen = self._spawn(self._seen({"online": True, "link": self.link}))
         if t == m.RECORDS:
             return self._on_records(f, fields, received_at)
         if t == m.DACK:
@@ -330,8 +329,7 @@ class DeviceSession:
             "boot": fields["boot"], "cum": cum, "low": fields["low"],
             "nextRseq": fields["next_rseq"], "hellos": self.hellos})
         return self._spawn(self._seen({
-            "online": True, "link": self.link, "offlineReason": None,
-            "firmware": self._firmware,
+            "online": True, "link": self.link, "firmware": self._firmware,
             "boot": fields["boot"], "clock": bool(fields["status"] & m.ST_CLOCK_SYNCED),
             "backlog": max(0, fields["next_rseq"] - fields["low"]), "session": self.hellos,
             "error": _status_error(fields["status"]),

@@ -270,7 +270,7 @@ class MqttLink:
             if session is not None:
                 text = payload.decode("ascii", "replace").strip()
                 if text.startswith("offline"):
-                    session.set_offline()
+                    session.set_offline("mqtt_offline")
                 log.info("device state", extra={"deviceId": did, "state": text[:40]})
             self._ack(gen, mid, qos)
             return

@@ -60,7 +60,6 @@ class SerialLink:
         self.baud = baud
         self.reopen_s = reopen_s
         self.silence_s = silence_s
-        self.offline_reason: str | None = "not_opened"
         self._last_rx = 0.0
         self._opened_id: tuple[int, int] | None = None
         self.session = DeviceSession(agent, device_id, key, self._send, link="serial",
@@ -72,6 +71,7 @@ class SerialLink:
         self._decoder = cobs.StreamDecoder()
         self._tx = bytearray()
         self._closed: asyncio.Event | None = None
+        self._lost_reason: str | None = None     # why the port closed, for the console
         self._task: asyncio.Task | None = None
 
     @property
@@ -115,35 +115,35 @@ class SerialLink:
             last_problem = None
             log.info("serial port open", extra={"deviceId": self.device_id, "port": self.port,
                                                 "baud": self.baud, "opens": self.opens})
-            self.offline_reason = None
             self.session.link_changed(True)
             try:
                 reason = await self._watch()
             finally:
                 self._close()
-            self.offline_reason = reason
             self.session.link_changed(False, reason)
             await asyncio.sleep(self.reopen_s)
 
     async def _watch(self) -> str:
         """Wait while the open port is healthy; returns why it must be closed (see the module
-        docstring): "port_lost", "port_replaced" or "silent"."""
+        docstring) as the offline reason the console shows: "serial_lost: <error>",
+        "serial_replaced" or "serial_silent"."""
         closed = self._closed
         assert closed is not None
         while True:
             try:
                 await asyncio.wait_for(closed.wait(), self.reopen_s)
-                return "port_lost"
+                reason, self._lost_reason = self._lost_reason, None
+                return "serial_lost: " + (reason or "?")
             except asyncio.TimeoutError:
                 pass
             if self._replaced():
                 log.warning("serial port replaced: reopening", extra={
                     "deviceId": self.device_id, "port": self.port})
-                return "port_replaced"
+                return "serial_replaced"
             if time.monotonic() - self._last_rx > self.silence_s:
                 log.warning("serial port silent: device offline, reopening", extra={
                     "deviceId": self.device_id, "port": self.port, "silentS": self.silence_s})
-                return "silent"
+                return "serial_silent"
 
     def _replaced(self) -> bool:
         """True when the configured path no longer names the device that is open."""
@@ -192,6 +192,7 @@ class SerialLink:
     def _fail(self, exc: BaseException) -> None:
         if self._ser is None:
             return
+        self._lost_reason = _describe(exc)
         log.warning("serial port lost", extra={"deviceId": self.device_id, "port": self.port,
                                                "reason": _describe(exc)})
         loop = asyncio.get_running_loop()

@@ -52,6 +52,11 @@ def agent() -> None:
     print(agent_bench.report())
 
 
+def console() -> None:
+    from tests.bench import console_bench
+    print(console_bench.report())
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "codec": codec,
     "link": link,
@@ -59,6 +64,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "agent": agent,
     "mpy-heap": mpy_heap,
     "sim-runtime": sim_runtime,
+    "console": console,
 }
 
 
