@@ -9,7 +9,8 @@ import time
 
 import sqlite_utils
 
-from .binding import LEVEL_NAMES, hall_time
+from .binding import hall_time
+from .levels import LEVEL_NAMES
 
 
 def _iso(ts: float | None) -> str | None:

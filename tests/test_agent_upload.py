@@ -53,7 +53,7 @@ async def _rate_cases(h, gw, count, start=1, levels=(1, 2, 3, 4, 5), project="P"
     ("gbt39046-json", "hmac", ("--auth", "hmac", "--app-id", "TEST-APP", "--secret", "s3cret-test"),
      'app_id = "TEST-APP"\napp_secret = "s3cret-test"'),
     ("zj-offlinereport-form", "token", ("--auth", "token", "--token", "tok-test-123"),
-     'token = "tok-test-123"'),
+     'token = "tok-test-123"\ndept_number = "ZJ-DEPT-0001"'),
     ("sd-epoint-json", "none", (), ""),
 ])
 def test_upload_per_profile_with_level_mapping(tmp_path, province, profile, auth, server_args,
@@ -140,7 +140,8 @@ def test_429_retry_after_honoured(tmp_path, province):
 
 def test_outage_503_retry_after_then_recovers(tmp_path, province):
     server = province("zj-offlinereport-form", "--outage", "0:2")
-    cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form")
+    cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form",
+                       extra_upstream='dept_number = "ZJ-DEPT-0001"')
     gw = RecordingGateway()
 
     async def scenario():
@@ -194,7 +195,8 @@ def test_unreachable_upstream_opens_breaker_then_recovers(tmp_path, province):
 def test_rejections_parked_then_retried_after_fix(tmp_path, province):
     server = province("zj-offlinereport-form", "--auth", "token", "--token", "right-token")
     cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form",
-                       auth="token", extra_upstream='token = "wrong-token"')
+                       auth="token", extra_upstream='token = "wrong-token"\n'
+                                                    'dept_number = "ZJ-DEPT-0001"')
     gw = RecordingGateway()
 
     async def first():
