@@ -141,6 +141,25 @@ def park_waiting_ratings(db, case_id: int, reason: str, now: float) -> None:
                (now, reason[:500], case_id))
 
 
+_BLOCKED = ("SELECT o.id FROM outbox o JOIN ratings r ON r.id = o.rating_id JOIN upstream_services"
+            " s ON s.case_id = r.case_id WHERE o.state = 'pending' AND s.state = 'parked'")
+
+
+def blocked(db) -> bool:
+    """True if a pending rating waits on a parked service record (it must park too)."""
+    return db.execute(_BLOCKED + " LIMIT 1").fetchone() is not None
+
+
+def park_blocked(db, now: float) -> int:
+    """Park pending ratings whose case's service record is parked, with that reason."""
+    cur = db.execute(
+        "UPDATE outbox SET state = 'parked', last_attempt_at = ?, last_error = 'service record"
+        " refused: ' || (SELECT s.last_error FROM ratings r JOIN upstream_services s ON"
+        " s.case_id = r.case_id WHERE r.id = outbox.rating_id AND s.state = 'parked' LIMIT 1)"
+        f" WHERE id IN ({_BLOCKED})", (now,))
+    return cur.rowcount
+
+
 def counts(db) -> dict[str, int]:
     """Service records by state."""
     return dict(db.execute("SELECT state, COUNT(*) FROM upstream_services GROUP BY state")

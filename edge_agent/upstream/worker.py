@@ -189,6 +189,11 @@ class Uploader:
                     await self._sleep(5.0)        # a finished send wakes us
                     continue
                 batch = self._next_batch(now)
+                if batch is None and self.profile.needs_service and \
+                        J.blocked(self._reader_factory()):
+                    # bound after its service record was refused: park it visibly, same reason
+                    await self._writer.write(lambda db: J.park_blocked(db, now))
+                    continue
                 if batch is None:
                     if self._sends:
                         await self._sleep(5.0)

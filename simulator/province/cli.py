@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     nat.add_argument("--sm2-cipher-encoding", choices=("hex", "base64"), default="hex")
     nat.add_argument("--sm2-signature-format", choices=("der", "raw"), default="der")
     nat.add_argument("--sm2-signer-id", default="1234567812345678")
+    nat.add_argument("--echo-values", action="store_true",
+                     help="拒绝信息中回显字段值（粗心的平台如此）echo refused values in messages, "
+                          "as careless platforms do")
     serve.add_argument("-v", "--verbose", action="store_true", help="逐条日志 log every request")
     return parser
 
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         outages = [parse_outage(text) for text in args.outage]
         config = ServerConfig(
             province_prefix=args.province_prefix, catalogue=args.catalogue,
-            national=_national(args),
+            national=_national(args), echo_values=args.echo_values,
             profile=args.profile, db=args.db, host=args.host, port=args.port, auth=args.auth,
             token=args.token, app_id=args.app_id,
             secret=args.secret or os.environ.get("HCP_PROVINCE_SECRET"),

@@ -34,7 +34,7 @@ from . import fields as F
 from . import sm2
 from .fields import Rejection
 from .service import (DUPLICATE_RATING, DUPLICATE_SERVICE, NO_SERVICE, TASK_TYPES, TagTable,
-                      validate_rating, validate_service)
+                      echo, validate_rating, validate_service)
 
 SERVICE_PATH = "/hcp/projectSubmit"
 RATING_PATH = "/hcp/offlineTemp"
@@ -171,7 +171,8 @@ def refusal(err: EnvelopeError) -> dict:
     return {"code": err.code, "success": "false", "msg": err.msg}
 
 
-def take_services(store: Any, records: list, now: float) -> list[dict]:
+def take_services(store: Any, records: list, now: float, echo_values: bool = False
+                  ) -> list[dict]:
     """Check and store a batch of service records; one result each."""
     results: list[dict | None] = []
     good: list[tuple[int, tuple[str, int, dict]]] = []
@@ -180,7 +181,8 @@ def take_services(store: Any, records: list, now: float) -> list[dict]:
             project, number = validate_service(rec, now, None, (12,))
         except Rejection as rej:
             store.count(f"rejected:{rej.reason}")
-            results.append(_result(False, rej.message, rej.reason))
+            results.append(_result(False, echo(rej, rec) if echo_values else rej.message,
+                                   rej.reason))
             continue
         results.append(None)
         good.append((i, (project, number, rec)))
@@ -190,7 +192,8 @@ def take_services(store: Any, records: list, now: float) -> list[dict]:
     return [r for r in results if r is not None]
 
 
-def take_ratings(store: Any, records: list, now: float, tags: TagTable) -> list[dict]:
+def take_ratings(store: Any, records: list, now: float, tags: TagTable,
+                 echo_values: bool = False) -> list[dict]:
     """Check and store a batch of ratings; one result each."""
     results: list[dict | None] = []
     good: list[tuple[int, tuple]] = []
@@ -204,7 +207,8 @@ def take_ratings(store: Any, records: list, now: float, tags: TagTable) -> list[
             F.get_text(rec, "name", required=False, max_len=30)
         except Rejection as rej:
             store.count(f"rejected:{rej.reason}")
-            results.append(_result(False, rej.message, rej.reason))
+            results.append(_result(False, echo(rej, rec) if echo_values else rej.message,
+                                   rej.reason))
             continue
         results.append(None)
         good.append((i, (f"{project}#{assess}", project, assess, service, 6 - sat, rec)))

@@ -81,6 +81,7 @@ class ServerConfig:
     province_prefix: str | None = None      # sd: case numbers must carry it ("37")
     catalogue: str | Path | None = None     # reason tags served per grade (placeholder default)
     national: NationalKeys | None = None    # national-sm2: the envelope's keys and settings
+    echo_values: bool = False               # national-sm2: messages repeat the refused value
 
 
 class _State:
@@ -293,9 +294,10 @@ async def handle_national(request: web.Request) -> web.StreamResponse:
         return _json(200, national.refusal(err), {"X-Result": "rejected",
                                                   "X-Reject-Reason": err.reason})
     if request.path == national.SERVICE_PATH:
-        results = national.take_services(store, records, now)
+        results = national.take_services(store, records, now, state.config.echo_values)
     else:
-        results = national.take_ratings(store, records, now, state.tags)
+        results = national.take_ratings(store, records, now, state.tags,
+                                        state.config.echo_values)
     answer = national.reply(results)
     if draw.drop:
         return _dropped(state, request, f"{len(records)} records")
@@ -328,7 +330,8 @@ async def handle_records(request: web.Request) -> web.Response:
         fields = record["fields"]
         for name in state.profile.sensitive:
             if isinstance(fields.get(name), str):
-                masker = idcodes.mask_name if name in ("userName", "rater") else idcodes.mask_id
+                masker = idcodes.mask_name if name in ("userName", "rater", "name") \
+                    else idcodes.mask_id
                 fields[name] = masker(fields[name])
     return _json(200, {"profile": state.profile.name, "count": len(records), "records": records})
 

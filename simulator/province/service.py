@@ -52,6 +52,18 @@ def _json_int(fields: dict[str, Any], name: str, allowed: range | tuple) -> int:
     return value
 
 
+ECHOED = {"bad_certkey": "certKeyGOV"}
+
+
+def echo(rej: Rejection, record: Any) -> str:
+    """The message with the refused value appended, as careless platforms answer (a test of the
+    agent's masking: it must never keep such a value in the clear)."""
+    name = rej.reason.split(":", 1)[1] if ":" in rej.reason else ECHOED.get(rej.reason)
+    if not name or not isinstance(record, dict) or record.get(name) is None:
+        return rej.message
+    return f"{rej.message} ({name}={record[name]})"
+
+
 def validate_service(fields: dict[str, Any], now: float, prefix: str | None,
                      area_lengths: tuple[int, ...]) -> tuple[str, int]:
     """Check a service record; returns (projectNo, serviceNumber)."""
@@ -65,14 +77,17 @@ def validate_service(fields: dict[str, Any], now: float, prefix: str | None,
     F.get_credit_code(fields, "deptCode")
     F.get_text(fields, "orgName", required=True, max_len=100)
     accept = F.get_time(fields, "acceptDate", F.DASH_TIME, now=now)
-    F.get_code(fields, "userProp", USER_PROPS)
     F.get_text(fields, "userName", required=True, max_len=30)
     page_type = F.get_text(fields, "userPageType", required=True, max_len=3,
                            pattern=CERT_TYPE_RE, what="三位证件类型代码 three-digit ID type")
     cert = F.get_text(fields, "certKeyGOV", required=True, max_len=32)
-    if page_type == "111" and not idcodes.resident_id_valid(cert or ""):
+    user_prop = F.get_code(fields, "userProp", USER_PROPS)
+    if user_prop == 1 and page_type == "111" and not idcodes.resident_id_valid(cert or ""):
         raise Rejection("bad_certkey", "certKeyGOV 不是有效的居民身份证号码（含校验码）"
                                        "(certKeyGOV is not a valid resident ID number)")
+    if user_prop != 1 and not idcodes.credit_code_valid(cert or ""):
+        raise Rejection("bad_certkey", "法人等非自然人的 certKeyGOV 须为统一社会信用代码 "
+                                       "(certKeyGOV of a legal person must be its credit code)")
     F.get_text(fields, "mobile", required=True, max_len=20, pattern=PHONE_RE,
                what="手机或座机号码 a mobile or landline number")
     F.get_text(fields, "serviceName", required=True, max_len=100)

@@ -25,7 +25,8 @@ from .base import DASH, RATING, SERVICE, BuildContext, Job, Outcome, Profile, cs
 
 CATALOGUE = "catalogue"
 SIGN_SETTINGS = ("upstream.sm2.private_key_file (the key registered with the platform), "
-                 "upstream.sm2.signature_format, upstream.sm2.signer_id, upstream.app_mark, "
+                 "upstream.sm2.signature_format, upstream.sm2.signer_id, "
+                 "upstream.sm2.cipher_encoding (sign is written in it too), upstream.app_mark, "
                  "upstream.app_word")
 CIPHER_SETTINGS = ("upstream.sm2.platform_public_key_file, upstream.sm2.cipher_order, "
                    "upstream.sm2.cipher_encoding")
