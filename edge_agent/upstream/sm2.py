@@ -13,7 +13,8 @@ C1 carries the 0x04 point prefix the standard prescribes (gmssl leaves it out). 
 checked against the published examples of GM/T 0003.5 / GB/T 32918.5 (tests/test_upstream_sm2.py),
 and the reference server decrypts and verifies with a different package (snowland-smx).
 
-Key files: a private key is 64 hex digits or a PEM ("EC PRIVATE KEY" or PKCS#8 "PRIVATE KEY"); a
+Key files: a private key is 64 hex digits or a PEM (SEC1 "EC PRIVATE KEY" / "SM2 PRIVATE KEY", or
+PKCS#8 "PRIVATE KEY"); a
 public key is 128 hex digits (x ‖ y), 130 with a leading 04, or a PEM "PUBLIC KEY". Errors name
 the problem, never the key material.
 """
@@ -59,7 +60,7 @@ def _on_curve(x: int, y: int) -> bool:
 
 
 def _pem_der(text: str, labels: tuple[str, ...]) -> bytes | None:
-    m = re.search(r"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", text, re.S)
+    m = re.search(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", text, re.S)
     if m is None:
         return None
     if m.group(1) not in labels:
@@ -81,7 +82,7 @@ def _curve_oid_ok(params: bytes) -> None:
 def load_private_key(text: str) -> str:
     """The private key d as 64 lower-case hex digits, from hex or PEM text."""
     text = text.strip()
-    der = _pem_der(text, ("EC PRIVATE KEY", "PRIVATE KEY"))
+    der = _pem_der(text, ("EC PRIVATE KEY", "SM2 PRIVATE KEY", "PRIVATE KEY"))
     if der is None:
         if len(text) != 64 or not _HEX.fullmatch(text):
             raise SM2KeyError("应为 64 位十六进制或 PEM (must be 64 hex digits or a PEM "

@@ -53,7 +53,7 @@ def _children(value: bytes) -> list[tuple[int, bytes]]:
 
 
 def _pem(text: str) -> bytes | None:
-    m = re.search(r"-----BEGIN [A-Z ]+-----(.*?)-----END [A-Z ]+-----", text, re.S)
+    m = re.search(r"-----BEGIN [A-Z0-9 ]+-----(.*?)-----END [A-Z0-9 ]+-----", text, re.S)
     return base64.b64decode("".join(m.group(1).split())) if m else None
 
 
