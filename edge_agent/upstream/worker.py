@@ -300,7 +300,7 @@ class Uploader:
                 log.debug("uploaded", extra={"kind": kind, "key": job.key,
                                              "duplicate": o.duplicate})
             elif o.kind in ("park", "repush"):
-                log.warning("upload refused" if o.kind == "park" else
+                log.warning("upload rejected, parked" if o.kind == "park" else
                             "province has no service record: pushing it again",
                             extra={"kind": kind, "key": job.key, "reason": o.reason[:500]})
         if retry:
