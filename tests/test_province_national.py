@@ -1,6 +1,7 @@
 """The reference province in `national-sm2`: as strict as a platform. Each refusal of the
-envelope and of a record, over real HTTP. Envelopes are built with the agent's SM2 code (gmssl)
-and checked by the server's own (snowland-smx), so this also tests the two against each other.
+envelope and of a record, over real HTTP. Envelopes are built with the agent's SM2 code
+(snowland-smx) and checked by the server's own (gmssl), so this also tests the two against
+each other.
 """
 from __future__ import annotations
 

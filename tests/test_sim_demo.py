@@ -93,7 +93,7 @@ def test_demo_says_clearly_when_mqtt_is_unavailable(tmp_path, monkeypatch):
 
 def test_demo_national_sm2_envelope(tmp_path):
     """The national envelope end to end: service records first, batches, SM2 both ways (the
-    agent's gmssl, the province's snowland-smx), the platform's tag table pushed to devices."""
+    agent's snowland-smx, the province's gmssl), the platform's tag table pushed to devices."""
     s = _demo(tmp_path, "--duration", "15", "--profile", "national-sm2", "--faults",
               "--devices", "4", "--seed", "5")
     _check_accounting(s)

@@ -5,7 +5,7 @@
   registry.py    the one list of profiles; `get_profile(name)`
   profiles/      one module per province interface (request shape, reply reading)
   auth/          one module per auth scheme (none, token, hmac, sm2 envelope)
-  sm2.py         SM2 keys, signatures and encryption (on gmssl)
+  sm2.py         SM2 keys, signatures and encryption (on snowland-smx)
   catalogue.py   reason tags as the province's code strings; the catalogue fetch
 
 The agent owns its request building and signing; the reference server in simulator/ verifies

@@ -1,22 +1,19 @@
 """SM2 (GB/T 32918, GM/T 0003) for the national envelope: key files, signatures, encryption.
 
-The curve arithmetic and the signature come from the pinned `gmssl` package; SM3 from OpenSSL
-(`hashlib.new("sm3")`). Two things gmssl gets wrong for our use are done here instead:
-
-* gmssl's `encrypt` draws its ephemeral k with `random.choice` (Mersenne Twister, predictable) and
-  hashes with a pure-Python SM3 (60 ms for a 3 kB batch). `encrypt()` below takes k from
-  `secrets`, multiplies with gmssl's `_kg`, and runs the GM/T 0003.4 KDF and C3 on OpenSSL's SM3.
-* gmssl's `sign_with_sm3` hard-codes the signer ID; `Signer` computes Z_A for the configured ID
-  (GM/T 0003.2 §5.5) and hands e = SM3(Z_A ‖ M) to gmssl's `sign`.
-
-C1 carries the 0x04 point prefix the standard prescribes (gmssl leaves it out). Both functions are
-checked against the published examples of GM/T 0003.5 / GB/T 32918.5 (tests/test_upstream_sm2.py),
-and the reference server decrypts and verifies with a different package (snowland-smx).
+On the pinned snowland-smx package (`pysmx`): its `Sign` (with the signer ID, GM/T 0003.2 Z_A)
+and its integer-Jacobian scalar multiplication `kG` (~1.5 ms; gmssl's hex-string arithmetic
+needs ~4.5 ms, which capped the drain at a third of what the province takes). Encryption is
+put together from `kG` because `pysmx.Encrypt` hashes with a pure-Python SM3 (35 ms for a 3 kB
+batch): k from `secrets`, C1 = k·G, (x2, y2) = k·P, the GM/T 0003.4 KDF and C3 on OpenSSL's SM3
+(`hashlib.new("sm3")`). C1 carries the 0x04 point prefix the standard prescribes (pysmx leaves
+it out). Both are checked against the published examples of GM/T 0003.5 / GB/T 32918.5
+(tests/test_upstream_sm2.py), and the reference server verifies and decrypts with a different
+package (gmssl), so an encoding mistake cannot pass on both sides.
 
 Key files: a private key is 64 hex digits or a PEM (SEC1 "EC PRIVATE KEY" / "SM2 PRIVATE KEY", or
-PKCS#8 "PRIVATE KEY"); a
-public key is 128 hex digits (x ‖ y), 130 with a leading 04, or a PEM "PUBLIC KEY". Errors name
-the problem, never the key material.
+PKCS#8 "PRIVATE KEY"); a public key is 128 hex digits (x ‖ y), 130 with a leading 04, or a PEM
+"PUBLIC KEY" (parsed with pycryptodomex's DER classes). Errors name the problem, never the key
+material.
 """
 from __future__ import annotations
 
@@ -28,19 +25,18 @@ import secrets
 
 from Cryptodome.Util.asn1 import DerBitString, DerInteger, DerObjectId, DerOctetString, \
     DerSequence
-from gmssl import sm2 as _gm
+from pysmx import SM2 as _smx
 
 ORDERS = ("C1C3C2", "C1C2C3")            # GM/T 0009 order first: the default
 ENCODINGS = ("hex", "base64")
 SIGNATURE_FORMATS = ("der", "raw")       # DER SEQUENCE{r, s} (GM/T 0009) or r ‖ s, 64 bytes
 DEFAULT_SIGNER_ID = "1234567812345678"   # GM/T 0009 default user ID
 
-_CURVE = _gm.default_ecc_table
-P = int(_CURVE["p"], 16)
-N = int(_CURVE["n"], 16)
-A = int(_CURVE["a"], 16)
-B = int(_CURVE["b"], 16)
-G = _CURVE["g"]
+N = _smx.sm2_N
+P = int("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF", 16)
+A = P - 3
+B = int("28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93", 16)
+G = _smx.sm2_G
 _SM2_OIDS = ("1.2.156.10197.1.301",)            # the SM2 curve
 _EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -148,14 +144,7 @@ def load_public_key(text: str) -> str:
 
 def public_from_private(d_hex: str) -> str:
     """x ‖ y of d·G (hex)."""
-    return _crypt(d_hex, "")._kg(int(d_hex, 16), G)
-
-
-def _crypt(private_hex: str, public_hex: str) -> _gm.CryptSM2:
-    c = _gm.CryptSM2(private_key=private_hex, public_key=public_hex or G)
-    # gmssl strips a leading "04" with str.lstrip, which also eats an x that starts with 0 or 4
-    c.public_key = public_hex
-    return c
+    return _smx.kG(int(d_hex, 16), G, 64)
 
 
 def encode(data: bytes, encoding: str) -> str:
@@ -179,31 +168,24 @@ class Signer:
         if fmt not in SIGNATURE_FORMATS:
             raise ValueError(f"unknown signature format {fmt!r}; one of "
                              f"{', '.join(SIGNATURE_FORMATS)}")
-        uid = signer_id.encode("utf-8")
-        if len(uid) * 8 >= 1 << 16:
+        if len(signer_id.encode("utf-8")) * 8 >= 1 << 16:
             raise ValueError("signer ID too long (ENTL is 16 bits)")
         self.fmt = fmt
-        public_hex = public_from_private(private_hex)
-        self._crypt = _crypt(private_hex, public_hex)
-        self._za = sm3((len(uid) * 8).to_bytes(2, "big") + uid + bytes.fromhex(
-            _CURVE["a"] + _CURVE["b"] + G + public_hex))
-
-    def digest(self, message: bytes) -> bytes:
-        """e = SM3(Z_A ‖ M)."""
-        return sm3(self._za + message)
+        self._d = private_hex
+        self._id = signer_id
 
     def sign(self, message: bytes, k: int | None = None) -> bytes:
         """The signature of `message` (DER or r ‖ s); `k` only for published test vectors."""
-        e = self.digest(message)
         while True:
-            rs = self._crypt.sign(e, "%064x" % (k if k is not None else _random_k()))
+            kk = k if k is not None else _random_k()
+            rs = _smx.Sign(message, self._d, "%064x" % kk, 64, uid=self._id)
             if rs is not None:
                 break
             if k is not None:
                 raise ValueError("k gives r = 0 or s = 0")
-        r, s = int(rs[:64], 16), int(rs[64:], 16)
+        r, s = int.from_bytes(rs[:32], "big"), int.from_bytes(rs[32:], "big")
         if self.fmt == "raw":
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+            return rs
         return DerSequence([DerInteger(r), DerInteger(s)]).encode()
 
 
@@ -223,7 +205,6 @@ class Encryptor:
         if order not in ORDERS:
             raise ValueError(f"unknown ciphertext order {order!r}; one of {', '.join(ORDERS)}")
         self.order = order
-        self._crypt = _crypt("", public_hex)
         self._public = public_hex
 
     def encrypt(self, plaintext: bytes, k: int | None = None) -> bytes:
@@ -232,8 +213,8 @@ class Encryptor:
             raise ValueError("nothing to encrypt")
         while True:
             kk = k if k is not None else _random_k()
-            c1 = self._crypt._kg(kk, G)
-            x2y2 = bytes.fromhex(self._crypt._kg(kk, self._public))
+            c1 = _smx.kG(kk, G, 64)
+            x2y2 = bytes.fromhex(_smx.kG(kk, self._public, 64))
             t = _kdf(x2y2, len(plaintext))
             if any(t):
                 break

@@ -93,6 +93,7 @@ class Uploader:
         self._task: asyncio.Task | None = None
         self._sync_task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
+        self._requests = 0      # requests on the wire (a batch being settled no longer counts)
         self._busy: dict[str, set[int]] = {RATING: set(), SERVICE: set()}
         self._session: aiohttp.ClientSession | None = None
         self.sync: CatalogueSync | None = None
@@ -185,8 +186,8 @@ class Uploader:
                 if self.breaker == "open":
                     self.breaker = "half-open"
                 self._wake.clear()
-                if len(self._sends) >= self._slots():
-                    await self._sleep(5.0)        # a finished send wakes us
+                if self._requests >= self._slots():
+                    await self._sleep(5.0)        # a finished request wakes us
                     continue
                 batch = self._next_batch(now)
                 if batch is None and self.profile.needs_service and \
@@ -204,6 +205,7 @@ class Uploader:
                     continue
                 kind, jobs = batch
                 self._busy[kind].update(j.id for j in jobs)
+                self._requests += 1
                 task = asyncio.create_task(self._send(kind, jobs))
                 self._sends.add(task)
                 task.add_done_callback(self._sent)
@@ -229,7 +231,13 @@ class Uploader:
 
     async def _send(self, kind: str, jobs: list[Job]) -> None:
         try:
-            outcomes = await self._attempt(kind, jobs)
+            try:
+                outcomes = await self._attempt(kind, jobs)
+            finally:
+                # the next request may go while this batch's states commit; its jobs stay
+                # busy (never picked again) until they are settled
+                self._requests -= 1
+                self._wake.set()
             await self._finish(kind, jobs, outcomes)
         except asyncio.CancelledError:
             raise

@@ -1,5 +1,5 @@
 """Profile `national-sm2` on the reference server: the SM2 envelope, service records before
-ratings, batches. Checked with this package's own code (sm2.py on snowland-smx, service.py).
+ratings, batches. Checked with this package's own code (sm2.py on gmssl, service.py).
 
 Envelope checks, in order (each refuses the whole request, HTTP 200, `success` "false"):
 

@@ -1,12 +1,14 @@
-"""SM2 as the reference province checks it: with the snowland-smx package (`pysmx`), never the
-agent's gmssl, so a mistake on one side cannot cancel itself out on the other.
+"""SM2 as the reference province checks it: with the gmssl package, never the agent's
+snowland-smx, so a mistake on one side cannot cancel itself out on the other.
 
-* signatures: `pysmx.SM2.Verify` with the signer ID (GM/T 0003.2 Z_A); DER signatures are read
-  with `cryptography`'s `decode_dss_signature`;
+* signatures: gmssl's `CryptSM2.verify` over e = SM3(Z_A ‖ M), Z_A computed here for the
+  configured signer ID (gmssl's own `verify_with_sm3` knows only the default ID); DER signatures
+  are read with `cryptography`'s `decode_dss_signature`;
 * decryption: C1 must be an uncompressed point (0x04 ‖ x ‖ y, as GM/T 0003.4 writes it); the
-  shared point comes from `pysmx.SM2.kG`; the KDF and the C3 check run on OpenSSL's SM3
-  (`hashlib`), because pysmx's pure-Python SM3 needs ~10 µs per byte and a batch is kilobytes.
-  A wrong key, order or text encoding fails the C3 check (or the decoding) and is refused.
+  shared point comes from gmssl's scalar multiplication; the KDF and the C3 check run on
+  OpenSSL's SM3 (`hashlib`): gmssl's `decrypt` hashes in pure Python (60 ms for 3 kB) and never
+  checks C3, and a province must refuse what does not decrypt. A wrong key, order or text
+  encoding fails the C3 check (or the decoding) and is refused.
 
 Key files: hex (64 digits private; 128, or 130 with 04, public) or PEM, read by the small DER
 walker below.
@@ -18,13 +20,17 @@ import binascii
 import hashlib
 import re
 
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from pysmx import SM2 as _smx
+import secrets
 
-N = _smx.sm2_N
-_P = int("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF", 16)
-_A = _P - 3
-_B = int("28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93", 16)
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from gmssl import sm2 as _gm
+
+_CURVE = _gm.default_ecc_table
+N = int(_CURVE["n"], 16)
+_P = int(_CURVE["p"], 16)
+_A = int(_CURVE["a"], 16)
+_B = int(_CURVE["b"], 16)
+_G = _CURVE["g"]
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
@@ -87,14 +93,22 @@ def load_public(text: str) -> str:
     return raw.hex()
 
 
-def generate_keypair() -> tuple[str, str]:
-    """(private hex, public x‖y hex) for tests and the demo."""
-    pair = _smx.generate_keypair()
-    return pair.privateKey.hex(), pair.publicKey.hex()
+def _curve(private_hex: str = "", public_hex: str = "") -> _gm.CryptSM2:
+    c = _gm.CryptSM2(private_key=private_hex, public_key=_G)
+    # gmssl strips a leading "04" with str.lstrip, which also eats an x that starts with 0 or 4
+    c.public_key = public_hex
+    return c
 
 
 def public_of(private_hex: str) -> str:
-    return _smx.kG(int(private_hex, 16), _smx.sm2_G, 64)
+    """x ‖ y of d·G (hex)."""
+    return _curve()._kg(int(private_hex, 16), _G)
+
+
+def generate_keypair() -> tuple[str, str]:
+    """(private hex, public x‖y hex) for tests and the demo."""
+    d = "%064x" % (secrets.randbelow(N - 2) + 1)
+    return d, public_of(d)
 
 
 def decode_text(text: str, encoding: str) -> bytes:
@@ -123,7 +137,11 @@ def verify(signature: bytes, message: bytes, public_hex: str, signer_id: str,
         return False
     if not (0 < r < N and 0 < s < N):
         return False
-    return bool(_smx.Verify("%064x%064x" % (r, s), message, public_hex, 64, uid=signer_id))
+    uid = signer_id.encode("utf-8")
+    za = _sm3((len(uid) * 8).to_bytes(2, "big") + uid + bytes.fromhex(
+        _CURVE["a"] + _CURVE["b"] + _G + public_hex))
+    e = _sm3(za + message)
+    return bool(_curve(public_hex=public_hex).verify("%064x%064x" % (r, s), e))
 
 
 def _sm3(data: bytes) -> bytes:
@@ -139,7 +157,7 @@ def decrypt(ciphertext: bytes, private_hex: str, order: str) -> bytes | None:
         c3, c2 = ciphertext[65:97], ciphertext[97:]
     else:
         c2, c3 = ciphertext[65:-32], ciphertext[-32:]
-    shared = bytes.fromhex(_smx.kG(int(private_hex, 16), c1.hex(), 64))
+    shared = bytes.fromhex(_curve(private_hex)._kg(int(private_hex, 16), c1.hex()))
     stream, counter = bytearray(), 1
     while len(stream) < len(c2):
         stream += _sm3(shared + counter.to_bytes(4, "big"))

@@ -42,11 +42,17 @@ def agent() -> None:
     print(agent_bench.report())
 
 
+def upload_drain() -> None:
+    from tests.bench import upload_bench
+    print(upload_bench.report())
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "codec": codec,
     "link": link,
     "journal": journal,
     "agent": agent,
+    "upload-drain": upload_drain,
 }
 
 
