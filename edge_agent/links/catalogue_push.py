@@ -9,6 +9,7 @@ chunk; it installs the catalogue only when all chunks and the CRC check out.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,10 @@ def load_catalogue_push(path: str | None) -> CataloguePush | None:
     """
     if not path:
         return None
-    from tools import catalogue_blob
     try:
-        cat = catalogue_blob.load_catalogue(Path(path))   # a str would be taken as JSON text
+        cat = json.loads(Path(path).read_bytes())
+        if not isinstance(cat, dict):
+            raise ValueError("catalogue must be a JSON object")
     except (OSError, ValueError) as exc:
         log.error("catalogue not pushed", extra={"path": path, "reason": str(exc)})
         return None

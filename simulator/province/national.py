@@ -171,21 +171,31 @@ def refusal(err: EnvelopeError) -> dict:
     return {"code": err.code, "success": "false", "msg": err.msg}
 
 
-def take_services(store: Any, records: list, now: float, echo_values: bool = False
-                  ) -> list[dict]:
-    """Check and store a batch of service records; one result each."""
+def _check(store: Any, records: list, validate: Any, echo_values: bool
+           ) -> tuple[list[dict | None], list[tuple[int, Any]]]:
+    """Each record validated on its own: (results with None for the valid ones, [(index,
+    what validate returned)])."""
     results: list[dict | None] = []
-    good: list[tuple[int, tuple[str, int, dict]]] = []
+    good: list[tuple[int, Any]] = []
     for i, rec in enumerate(records):
         try:
-            project, number = validate_service(rec, now, None, (12,))
+            checked = validate(rec)
         except Rejection as rej:
             store.count(f"rejected:{rej.reason}")
             results.append(_result(False, echo(rej, rec) if echo_values else rej.message,
                                    rej.reason))
             continue
         results.append(None)
-        good.append((i, (project, number, rec)))
+        good.append((i, checked))
+    return results, good
+
+
+def take_services(store: Any, records: list, now: float, echo_values: bool = False
+                  ) -> list[dict]:
+    """Check and store a batch of service records; one result each."""
+    def validate(rec: Any) -> tuple[str, int, dict]:
+        return (*validate_service(rec, now, None, (12,)), rec)
+    results, good = _check(store, records, validate, echo_values)
     for (i, _), outcome in zip(good, store.add_batch("national-sm2", [g for _, g in good], [])):
         results[i] = _result(True, "成功") if outcome == "accepted" else \
             _result(False, DUPLICATE_SERVICE, "duplicate_service")
@@ -195,23 +205,14 @@ def take_services(store: Any, records: list, now: float, echo_values: bool = Fal
 def take_ratings(store: Any, records: list, now: float, tags: TagTable,
                  echo_values: bool = False) -> list[dict]:
     """Check and store a batch of ratings; one result each."""
-    results: list[dict | None] = []
-    good: list[tuple[int, tuple]] = []
-    for i, rec in enumerate(records):
-        try:
-            project, assess, service, sat = validate_rating(
-                rec, now, prefix=None, names={"project": "projectNo"}, tags=tags,
-                strict_ints=True)
-            if rec.get("taskType") not in TASK_TYPES:
-                raise F.bad_value("taskType", "/".join(TASK_TYPES))
-            F.get_text(rec, "name", required=False, max_len=30)
-        except Rejection as rej:
-            store.count(f"rejected:{rej.reason}")
-            results.append(_result(False, echo(rej, rec) if echo_values else rej.message,
-                                   rej.reason))
-            continue
-        results.append(None)
-        good.append((i, (f"{project}#{assess}", project, assess, service, 6 - sat, rec)))
+    def validate(rec: Any) -> tuple:
+        project, assess, service, sat = validate_rating(
+            rec, now, prefix=None, names={"project": "projectNo"}, tags=tags, strict_ints=True)
+        if rec.get("taskType") not in TASK_TYPES:
+            raise F.bad_value("taskType", "/".join(TASK_TYPES))
+        F.get_text(rec, "name", required=False, max_len=30)
+        return f"{project}#{assess}", project, assess, service, 6 - sat, rec
+    results, good = _check(store, records, validate, echo_values)
     outcomes = store.add_batch("national-sm2", [], [g for _, g in good])
     for (i, _), outcome in zip(good, outcomes):
         if outcome == "accepted":

@@ -41,7 +41,8 @@ from .faults import FaultPlan, retry_after
 from .fields import Rejection
 from .national import Envelope, EnvelopeError, NationalKeys
 from .profiles import NATIONAL, SD, Profile, Reply, get_profile, parse_sd
-from .service import DUPLICATE_RATING, DUPLICATE_SERVICE, NO_SERVICE, TagTable, validate_service
+from .service import (DUPLICATE_RATING, DUPLICATE_SERVICE, NO_SERVICE, TagTable, check_prefix,
+                      validate_service)
 from .signing import HEADER_IDEMPOTENCY
 from .store import Store
 
@@ -204,7 +205,7 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
         fields = profile.parse(body)
         rating = profile.validate(fields, time.time())
         if profile.name == SD:
-            _sd_case(state, rating.project_no, "projectno")
+            check_prefix(rating.project_no, "projectno", state.config.province_prefix)
             if not store.has_service(rating.project_no, rating.service_number or 0):
                 raise Rejection("no_service", NO_SERVICE)
         outcome = store.accept(key, profile.name, rating)
@@ -229,14 +230,6 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
     if draw.drop:
         return _dropped(state, request, key)
     return _reply(profile.success(outcome, key), outcome)
-
-
-def _sd_case(state: _State, project_no: str, name: str) -> None:
-    prefix = state.config.province_prefix
-    if prefix and not project_no.startswith(prefix):
-        raise Rejection(f"bad_prefix:{name}", f"{name} 须以省份代码 {prefix} 开头（平台为大厅办件号加"
-                                              f"省份前缀）({name} must start with the province "
-                                              f"prefix {prefix})")
 
 
 async def handle_sd_service(request: web.Request) -> web.StreamResponse:

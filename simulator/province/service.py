@@ -30,14 +30,19 @@ DEFAULT_CATALOGUE = (Path(__file__).resolve().parents[2] / "edge_agent" / "deplo
                      / "catalogue.seed-0.json")
 
 
-def _prefixed(fields: dict[str, Any], name: str, prefix: str | None) -> str:
-    value = F.get_text(fields, name, required=True, max_len=50, pattern=F.CASE_NO_RE,
-                       what="1–50位字母数字或- letters, digits, '-', up to 50")
-    assert value is not None
+def check_prefix(value: str, name: str, prefix: str | None) -> None:
+    """The platform prefixes hall case numbers with the province code ("37" in Shandong)."""
     if prefix and not value.startswith(prefix):
         raise Rejection(f"bad_prefix:{name}", f"{name} 须以省份代码 {prefix} 开头（平台为大厅办件号加"
                                               f"省份前缀）({name} must start with the province "
                                               f"prefix {prefix})")
+
+
+def _prefixed(fields: dict[str, Any], name: str, prefix: str | None) -> str:
+    value = F.get_text(fields, name, required=True, max_len=50, pattern=F.CASE_NO_RE,
+                       what="1–50位字母数字或- letters, digits, '-', up to 50")
+    assert value is not None
+    check_prefix(value, name, prefix)
     return value
 
 
