@@ -11,8 +11,10 @@ process, loopback, SQLite with synchronous=FULL, SM2 checked with its own packag
   signing, settling each batch in one commit. Timed from `Agent.start()` until every job is
   confirmed done.
 
-Both phases run in the same run against the same server; the last line is `ratio=<x>`
-(uploader jobs/s over baseline jobs/s). Target ≥ 0.8.
+Both phases run in the same run against the same server, twice, in alternating order (each
+round with fresh case numbers and a fresh agent database); the best of the two rounds of each is
+compared, because on a shared two-core machine a single run mostly measures the neighbours. The
+last line is `ratio=<x>` (best uploader jobs/s over best baseline jobs/s). Target ≥ 0.8.
 """
 from __future__ import annotations
 
@@ -46,9 +48,10 @@ PROFILE = "national-sm2"
 HALL_CODE = "T01"
 DEVICE = 1001
 PHASE_TIMEOUT_S = 150.0
+ROUNDS = 2
 
 
-def _config(tmp: Path, url: str, lines: list[str]) -> Path:
+def _config(tmp: Path, url: str, lines: list[str], name: str = "agent") -> Path:
     text = f"""
 [hall]
 name = "测试大厅（虚构）"
@@ -56,7 +59,7 @@ area_code = "{AREA}"
 hall_code = "{HALL_CODE}"
 
 [agent]
-storage = "agent.db"
+storage = "{name}.db"
 listen = "127.0.0.1:0"
 
 [[windows]]
@@ -80,7 +83,7 @@ catalogue_fetch = false
 [privacy]
 key = "{PRIVACY_KEY}"
 """
-    path = tmp / "hall.toml"
+    path = tmp / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -213,39 +216,48 @@ def _province(tmp: Path, args: list[str]) -> tuple[subprocess.Popen, str]:
 
 
 def report() -> str:
-    """Run both phases (about a minute on two cores) and format the figures."""
+    """Run both phases twice (about a minute and a half on two cores) and format the figures."""
+    rounds: list[tuple[float, float, int]] = []
     with tempfile.TemporaryDirectory(prefix="hcp-upload-bench-") as name:
         tmp = Path(name)
         lines, args = profile_setup(tmp, PROFILE, AREA)
         proc, url = _province(tmp, args)
         try:
-            cfg = _config(tmp, url, lines)
-            config = load_config(cfg)
-            sealer = Sealer(config.privacy_key)
-            plan = _bodies(config, _cases("BASE"), sealer)
-            _backlog(config.storage, _cases("UPL"), sealer)
-            in_flight = config.upstream.max_in_flight
-            base_s = asyncio.run(_bare(plan, in_flight))
-            up_s, requests = asyncio.run(_uploader(cfg))
+            for r in range(ROUNDS):
+                cfg = _config(tmp, url, lines, f"agent{r}")
+                config = load_config(cfg)
+                sealer = Sealer(config.privacy_key)
+                plan = _bodies(config, _cases(f"BASE{r}"), sealer)
+                _backlog(config.storage, _cases(f"UPL{r}"), sealer)
+                in_flight = config.upstream.max_in_flight
+                if r % 2 == 0:
+                    base_s = asyncio.run(_bare(plan, in_flight))
+                    up_s, requests = asyncio.run(_uploader(cfg))
+                else:
+                    up_s, requests = asyncio.run(_uploader(cfg))
+                    base_s = asyncio.run(_bare(plan, in_flight))
+                rounds.append((base_s, up_s, requests))
             stats = _get_json(url + "/_stats")
         finally:
             proc.terminate()
             proc.wait(10)
     jobs = 2 * CASES
-    if stats["accepted"] != jobs or stats["services"] != jobs or stats["rejected"]:
+    if stats["accepted"] != jobs * ROUNDS or stats["services"] != jobs * ROUNDS or \
+            stats["rejected"]:
         raise AssertionError(f"province did not hold every record exactly once: {stats}")
-    base_rate, up_rate = jobs / base_s, jobs / up_s
-    batch = config.upstream.batch_size
-    return "\n".join([
-        f"Outbox drain, {PROFILE}: {jobs} jobs ({CASES} service records + {CASES} ratings), "
-        f"{batch} records/request, {in_flight} requests in flight, reference province on "
-        "loopback (own process, SQLite synchronous=FULL)",
-        f"  {'baseline: bare keep-alive client, prebuilt bodies':<52} {base_rate:7.0f} jobs/s "
-        f"({base_s:5.1f} s, {sum(len(b) for _, b in plan)} requests)",
-        f"  {'uploader: Agent draining the backlog':<52} {up_rate:7.0f} jobs/s "
-        f"({up_s:5.1f} s, {requests} requests)",
-        f"ratio={up_rate / base_rate:.2f}",
-    ])
+    out = [f"Outbox drain, {PROFILE}: {jobs} jobs ({CASES} service records + {CASES} ratings), "
+           f"{config.upstream.batch_size} records/request, {in_flight} requests in flight, "
+           "reference province on loopback (own process, SQLite synchronous=FULL)"]
+    for i, (base_s, up_s, requests) in enumerate(rounds, 1):
+        out += [f"  round {i} {'baseline: bare keep-alive client, prebuilt bodies':<52} "
+                f"{jobs / base_s:7.0f} jobs/s ({base_s:5.1f} s, {len(plan[0][1]) * 2} requests)",
+                f"  round {i} {'uploader: Agent draining the backlog':<52} "
+                f"{jobs / up_s:7.0f} jobs/s ({up_s:5.1f} s, {requests} requests)"]
+    best_base = jobs / min(r[0] for r in rounds)
+    best_up = jobs / min(r[1] for r in rounds)
+    out.append(f"  best of {ROUNDS}: baseline {best_base:.0f} jobs/s, uploader {best_up:.0f} jobs/s")
+    out.append(f"ratio={best_up / best_base:.2f}")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
