@@ -215,6 +215,26 @@ def test_refused_rater_field_parks_with_the_reason_masked(tmp_path, keys, provin
     assert server.stats()["rejected"] == {"bad_certkey": 1}
 
 
+def test_echoed_landline_is_masked_too(tmp_path, keys, province):
+    """The platform wants a mobile (it texts the rater); a landline is refused and echoed. No
+    pattern finds a landline or a name in free text: the agent masks the values it sent."""
+    server = province(*keys.server_args("--echo-values"))
+    cfg = _config(tmp_path, server.url, keys)
+    landline = "0531-86120001"
+
+    async def scenario():
+        async with running_agent(cfg, gateway=RecordingGateway()) as h:
+            body = case_body("P-LANDLINE", n=8)
+            body["applicant"] = {**body["applicant"], "phone": landline}
+            status, reply = await h.post_case(body)
+            assert status == 201, reply
+            await wait_for(lambda: _states(h, "upstream_services").get("parked") == 1)
+            return h.q("SELECT last_error FROM upstream_services")[0][0]
+    error = asyncio.run(scenario())
+    assert "mobile=" in error and landline not in error and "86120001" not in error
+    assert server.stats()["rejected"] == {"bad_format:mobile": 1}
+
+
 def test_reason_tags_go_as_the_platform_codes(tmp_path, keys, province):
     """The platform's table has its own code strings; devices get our numbering, and a rating
     made under it reaches the province with the platform's code."""

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..privacy import Sealer, scrub
+from ..privacy import Sealer, mask_cert, mask_name, mask_phone, scrub
 from . import jobs as J
 from .auth import make_auth
 from .catalogue import Catalogues, CatalogueSync, latest, store_op
@@ -231,14 +231,15 @@ class Uploader:
 
     async def _send(self, kind: str, jobs: list[Job]) -> None:
         try:
+            redact: list[tuple[str, str]] = []
             try:
-                outcomes = await self._attempt(kind, jobs)
+                outcomes = await self._attempt(kind, jobs, redact)
             finally:
                 # the next request may go while this batch's states commit; its jobs stay
                 # busy (never picked again) until they are settled
                 self._requests -= 1
                 self._wake.set()
-            await self._finish(kind, jobs, outcomes)
+            await self._finish(kind, jobs, outcomes, redact)
         except asyncio.CancelledError:
             raise
         except Exception:   # e.g. storage trouble: the jobs stay pending and come round again
@@ -247,12 +248,19 @@ class Uploader:
         finally:
             self._busy[kind].difference_update(j.id for j in jobs)
 
-    async def _attempt(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+    async def _attempt(self, kind: str, jobs: list[Job], redact: list[tuple[str, str]]
+                       ) -> list[Outcome]:
+        """Send one batch; `redact` receives (value, masked) of the rater data it carried, so a
+        reply that echoes them is kept masked (a name has no shape `scrub` could find)."""
         try:
             for job in jobs:
                 # the only place rater data is opened: straight into the request body
-                job.applicant = self._sealer.open(job.case["applicant_sealed"],
-                                                  job.case["project_no"])
+                job.applicant = a = self._sealer.open(job.case["applicant_sealed"],
+                                                      job.case["project_no"])
+                for key, mask in (("certNo", mask_cert), ("phone", mask_phone),
+                                  ("name", mask_name)):
+                    if isinstance(a.get(key), str) and len(a[key]) >= 2:
+                        redact.append((a[key], mask(a[key])))
             self.ctx.now = time.time()
             body = self.profile.body(kind, jobs, self.ctx)
             headers = {"Content-Type": self.profile.content_type + "; charset=utf-8",
@@ -281,10 +289,16 @@ class Uploader:
         ceiling = min(self.tuning.retry_cap_s, self.tuning.retry_base_s * (2 ** min(n - 1, 30)))
         return random.uniform(ceiling / 2, ceiling)  # jitter: retries of many halls spread out
 
-    async def _finish(self, kind: str, jobs: list[Job], outcomes: list[Outcome]) -> None:
+    async def _finish(self, kind: str, jobs: list[Job], outcomes: list[Outcome],
+                      redact: list[tuple[str, str]] = ()) -> None:
         now = time.time()
+
+        def clean(text: str) -> str:
+            for value, masked in redact:
+                text = text.replace(value, masked)
+            return scrub(text)
         # an upstream may echo what it refused; what we keep and show must not carry rater data
-        outcomes = [Outcome(o.kind, scrub(o.reason), o.retry_after, o.duplicate)
+        outcomes = [Outcome(o.kind, clean(o.reason), o.retry_after, o.duplicate)
                     for o in outcomes]
         retry = [o for o in outcomes if o.kind == "retry"]
         for o in outcomes:

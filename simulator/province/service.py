@@ -23,7 +23,7 @@ DUPLICATE_RATING = "本次服务已存在评价，请勿重复评价！"
 BAD_NEEDS_REASON = "差评必须勾选详情或填写文字评价"
 TASK_TYPES = ("01", "05", "07", "08", "09", "10", "20", "99")
 USER_PROPS = (1, 2, 3, 4, 5, 6, 9)
-PHONE_RE = re.compile(r"1[3-9]\d{9}|0\d{2,3}-?\d{7,8}")
+MOBILE_RE = re.compile(r"1[3-9]\d{9}")
 TASK_CODE_RE = re.compile(r"[0-9A-Za-z-]{1,33}")
 CERT_TYPE_RE = re.compile(r"\d{3}")
 DEFAULT_CATALOGUE = (Path(__file__).resolve().parents[2] / "edge_agent" / "deploy"
@@ -93,8 +93,9 @@ def validate_service(fields: dict[str, Any], now: float, prefix: str | None,
     if user_prop != 1 and not idcodes.credit_code_valid(cert or ""):
         raise Rejection("bad_certkey", "法人等非自然人的 certKeyGOV 须为统一社会信用代码 "
                                        "(certKeyGOV of a legal person must be its credit code)")
-    F.get_text(fields, "mobile", required=True, max_len=20, pattern=PHONE_RE,
-               what="手机或座机号码 a mobile or landline number")
+    # the platform texts the rater an invitation to rate: a landline will not do
+    F.get_text(fields, "mobile", required=True, max_len=20, pattern=MOBILE_RE,
+               what="手机号码（平台短信邀评）a mobile number (the platform texts the rater)")
     F.get_text(fields, "serviceName", required=True, max_len=100)
     number = _json_int(fields, "serviceNumber", range(1, 100))
     service_time = F.get_time(fields, "serviceTime", F.DASH_TIME, now=now)
