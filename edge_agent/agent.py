@@ -33,7 +33,7 @@ from .catalogue import ReasonBook
 from .config import Config
 from .privacy import Sealer
 from .store import Writer, connect
-from .uploader import Uploader, UploadSettings
+from .upstream import Uploader, jobs as upstream_jobs
 
 log = logging.getLogger("edge_agent.agent")
 
@@ -124,15 +124,7 @@ class Agent:
             window_names={w.id: w.name for w in config.windows},
             reasons=self.reasons,
             console_url=config.console.public_url if config.console else None)
-        up = config.upstream
-        self.uploader = Uploader(UploadSettings(
-            profile=up.profile, url=up.url, auth=up.auth, token=up.token, app_id=up.app_id,
-            app_secret=up.app_secret, timeout_s=up.timeout_s, data_source=up.data_source,
-            service_number=up.service_number, area_name=up.area_name,
-            hall_area_code=config.hall.area_code, retry_base_s=self.tuning.retry_base_s,
-            retry_cap_s=self.tuning.retry_cap_s, breaker_threshold=self.tuning.breaker_threshold,
-            breaker_cooldown_s=self.tuning.breaker_cooldown_s), self.writer, self.reader,
-            self.sealer)
+        self.uploader = Uploader(config, self.tuning, self.writer, self.reader, self.sealer)
         mqtt = None
         if config.alerts.mqtt_topic and config.broker is not None:
             b = config.broker
@@ -141,7 +133,7 @@ class Agent:
         self.alerts = AlertDispatcher(self.writer, self.reader, config.alerts.webhook_url,
                                       config.alerts.mqtt_topic, mqtt,
                                       retry_base_s=self.tuning.alert_retry_base_s,
-                                      timeout_s=up.timeout_s,
+                                      timeout_s=config.upstream.timeout_s,
                                       robots=RobotTargets(config.alerts.wecom_webhook,
                                                           config.alerts.dingtalk_webhook,
                                                           config.alerts.dingtalk_secret))
@@ -399,12 +391,15 @@ class Agent:
         device_id = devices[0].id if devices else None
         lifetime = self.config.invite_lifetime_s
         ctx = self.ctx
+        needs_service = self.uploader.profile.needs_service
 
         def op(db):
             if db.execute("SELECT 1 FROM cases WHERE project_no = ?",
                           (case.project_no,)).fetchone():
                 return False, None, device_id, [], [], []
             case_id = db["cases"].insert(row).last_pk
+            if needs_service:   # the province wants the case's service record before its rating
+                upstream_jobs.add_service(db, case_id, now)
             superseded = []
             if device_id is not None:
                 # one invitation on a device at a time: older open ones are superseded (a press
@@ -431,7 +426,7 @@ class Agent:
             return (True, invite_id, device_id, superseded, late_q + queued, late_a + alerted)
 
         created, invite_id, dev, superseded, queued, alerted = await self.writer.write(op)
-        if queued:
+        if queued or (created and needs_service):
             self.uploader.wake()
         if alerted:
             self.alerts.wake()

@@ -33,14 +33,13 @@ from typing import Any
 import sqlite_utils
 
 from .catalogue import ReasonBook
+from .levels import LEVEL_NAMES
 
 FLAG_CLOCK_UNSYNCED = 1
 FLAG_REASON_TIMEOUT = 2
 FLAG_TOO_FAST = 4
 FLAG_UNSOLICITED = 8
 FLAG_TIME_CORRECTED = 16
-
-LEVEL_NAMES = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
 
 # clock skew allowed between the business system, the agent and a synced device
 SKEW_S = 60

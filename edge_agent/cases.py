@@ -23,6 +23,7 @@ _PROJECT_NO = re.compile(r"[0-9A-Za-z-]{1,50}")
 _CODE = re.compile(r"[0-9A-Za-z-]{1,64}")
 _AREA = re.compile(r"\d{6}|\d{9}|\d{12}")
 _PHONE = re.compile(r"1[3-9]\d{9}|0\d{2,3}-?\d{7,8}")
+_TASK_TYPE = re.compile(r"\d{2}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class CaseInput:
     finished_at: float | None
     promise_type: int
     status: int
+    task_type: str | None = None     # 事项类型 (GB/T 39046 A.1), optional
 
 
 def parse_time(value: Any) -> float:
@@ -163,13 +165,16 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
     if accepted_at is not None and finished_at is not None and finished_at < accepted_at:
         err("finishedAt", "早于受理时间 is before acceptedAt")
 
+    task_type = text(body, "taskType", "taskType", 2, _TASK_TYPE, required=False,
+                     what="two digits (GB/T 39046 A.1, e.g. 01 行政许可, 20 公共服务)")
+
     if errors:
         return None, errors
     return CaseInput(window=window, project_no=project_no, task_code=task_code,
                      task_name=task_name, dept_code=dept_code, dept_name=dept_name,
                      area_code=area_code, staff_id=staff_id, staff_name=staff_name,
                      applicant=app, accepted_at=accepted_at, finished_at=finished_at,
-                     promise_type=promise_type, status=status), []
+                     promise_type=promise_type, status=status, task_type=task_type), []
 
 
 def masked_applicant(app: dict) -> dict:
@@ -189,4 +194,5 @@ def case_row(case: CaseInput, sealer: Sealer, received_at: float) -> dict:
         "applicant_masked": json.dumps(masked_applicant(case.applicant), ensure_ascii=False),
         "accepted_at": case.accepted_at, "finished_at": case.finished_at,
         "promise_type": case.promise_type, "status": case.status, "received_at": received_at,
+        "task_type": case.task_type,
     }

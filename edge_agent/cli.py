@@ -162,6 +162,20 @@ def _parse_day(text: str, end: bool) -> float:
     raise ValueError(text)
 
 
+def _profile_lines(cfg: Config) -> list[str]:
+    """What the configured profile needs (all present, or config loading would have failed)
+    and the settings it will use — never a secret."""
+    from .upstream.registry import get_profile
+    from .upstream.worker import endpoint
+    profile = get_profile(cfg.upstream.profile)
+    lines = [f"档案 profile {profile.name}, auth {cfg.upstream.auth}"]
+    if profile.needs:
+        lines.append("需要 needs: " + "; ".join(f"{key} ({why}) ✓" for key, _, why in
+                                                profile.needs))
+    lines += [f"{kind} → POST {endpoint(cfg, kind)}" for kind in profile.paths]
+    return lines + profile.describe(cfg.upstream)
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("（无 none）")
@@ -203,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"配置正确 config OK: {cfg.hall.name} ({cfg.hall.hall_code}), "
               f"{len(cfg.windows)} windows, {len(cfg.devices)} devices, "
               f"upstream {cfg.upstream.profile}")
+        for line in _profile_lines(cfg):
+            print("  " + line)
         return 0
     if args.cmd == "run":
         return _run(cfg)
@@ -236,6 +252,10 @@ def _dispatch(args: Any, cfg: Config, db: Any) -> int:
         print(f"上传 upload ({cfg.upstream.profile}): 待传 pending {o['pending']}, "
               f"被拒 parked {o['parked']}, 已确认 done {o['done']}, "
               f"最早待传 oldest pending {data['oldestPendingAgeS']} s")
+        if data["serviceRecords"]:
+            sv = data["serviceRecords"]
+            print(f"服务数据 service records: 待传 pending {sv.get('pending', 0)}, 被拒 parked "
+                  f"{sv.get('parked', 0)}, 已确认 done {sv.get('done', 0)}")
         print(f"评价器 devices: 在线 online {data['devices']['online']}/"
               f"{data['devices']['configured']}")
         print(f"评价 ratings by level: {data['ratings']}  未绑定 unbound: {data['unbound']}")

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("gbt39046-json", "zj-offlinereport-form", "sd-epoint-json")
-AUTH_KINDS = ("none", "token", "hmac")
 LINKS = ("serial", "mqtt")
 
 
@@ -61,16 +59,36 @@ class Broker:
 
 @dataclass(frozen=True)
 class Upstream:
+    """`[upstream]`: where and how ratings go; which keys a profile needs is in its module
+    (edge_agent/upstream/profiles/) and `check-config` lists them."""
     profile: str
     url: str
     auth: str
-    token: str | None
-    app_id: str | None
-    app_secret: str | None
-    timeout_s: float
-    data_source: str
-    service_number: str
-    area_name: str
+    token: str | None = field(default=None, repr=False)
+    app_id: str | None = None
+    app_secret: str | None = field(default=None, repr=False)
+    timeout_s: float = 10.0
+    data_source: str = "001"
+    area_name: str = ""
+    sign_alg: str = "sha256"
+    max_in_flight: int = 4
+    batch_size: int = 20
+    province_prefix: str | None = None
+    pf: int | None = None
+    dept_number: str | None = None
+    area_code_length: int | None = None
+    service_name: str = "窗口办理"
+    paths: dict = field(default_factory=dict)
+    catalogue_fetch: bool = True
+    catalogue_refresh_s: float = 21600.0
+    app_mark: str | None = None
+    app_word: str | None = field(default=None, repr=False)
+    sm2_private_key: str | None = field(default=None, repr=False)
+    sm2_platform_public_key: str | None = None
+    sm2_cipher_order: str = "C1C3C2"
+    sm2_cipher_encoding: str = "hex"
+    sm2_signature_format: str = "der"
+    sm2_signer_id: str = "1234567812345678"
 
 
 @dataclass(frozen=True)
@@ -208,6 +226,144 @@ _AREA_CODE = re.compile(r"\d{6}|\d{9}")
 _WINDOW_ID = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 
 
+def _upstream(up_t: dict, hall: Hall, base: Path) -> Upstream:
+    """`[upstream]` (and `[upstream.sm2]`), checked against what the chosen profile needs."""
+    from .upstream.auth import SCHEMES
+    from .upstream.registry import PROFILE_NAMES, get_profile
+    name = _nonempty(up_t, "profile", "upstream")
+    if name not in PROFILE_NAMES:
+        raise ConfigError("upstream.profile", f"未知档案 unknown profile {name!r}; one of "
+                          f"{', '.join(PROFILE_NAMES)}")
+    profile = get_profile(name)
+    url = _nonempty(up_t, "url", "upstream")
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ConfigError("upstream.url", "应为 http(s):// 地址 must be an http(s):// URL")
+    auth = _nonempty(up_t, "auth", "upstream", False, profile.auth_schemes[0])
+    if auth not in SCHEMES:
+        raise ConfigError("upstream.auth", f"应为 {', '.join(SCHEMES)} must be one of "
+                          f"{', '.join(SCHEMES)}")
+    if auth not in profile.auth_schemes:
+        raise ConfigError("upstream.auth", f"档案 {name} 只支持 profile {name} takes auth "
+                          f"{' / '.join(profile.auth_schemes)}, not {auth!r}")
+    if "service_number" in up_t:
+        raise ConfigError("upstream.service_number", "已取消：serviceNumber 现为办件的服务序号 "
+                          "(removed: serviceNumber is now the case's service count, an integer "
+                          "the agent keeps); delete this key")
+    v: dict[str, Any] = {"profile": name, "url": url, "auth": auth}
+    v["token"] = _secret(up_t, "token", "upstream", base)
+    v["app_id"] = _nonempty(up_t, "app_id", "upstream", False)
+    v["app_secret"] = _secret(up_t, "app_secret", "upstream", base)
+    if auth == "token" and not v["token"]:
+        raise ConfigError("upstream.token", "auth = \"token\" 需要 token 或 token_file "
+                          "requires token or token_file")
+    if auth == "hmac":
+        if not v["app_id"]:
+            raise ConfigError("upstream.app_id", "auth = \"hmac\" 需要 app_id requires app_id")
+        if not v["app_secret"]:
+            raise ConfigError("upstream.app_secret", "auth = \"hmac\" 需要 app_secret 或 "
+                              "app_secret_file requires app_secret or app_secret_file")
+    v["sign_alg"] = _choice(up_t, "sign_alg", ("sha256", "sm3"), "sha256")
+    timeout = _get(up_t, "timeout_s", "upstream", (int, float), False, 10)
+    if not 0.1 <= timeout <= 300:
+        raise ConfigError("upstream.timeout_s", "应在 0.1–300 秒之间 must be 0.1..300 seconds")
+    v["timeout_s"] = float(timeout)
+    v["data_source"] = _nonempty(up_t, "data_source", "upstream", False, "001")
+    if not re.fullmatch(r"\d{3}", v["data_source"]):
+        raise ConfigError("upstream.data_source", "应为三位数字 must be three digits")
+    v["area_name"] = _nonempty(up_t, "area_name", "upstream", False, hall.name)
+    v["max_in_flight"] = _int_range(up_t, "max_in_flight", 4, 1, 32)
+    v["batch_size"] = _int_range(up_t, "batch_size", min(20, profile.max_batch), 1,
+                                 profile.max_batch, f"profile {name} takes at most "
+                                 f"{profile.max_batch} record(s) per request")
+    v["province_prefix"] = _nonempty(up_t, "province_prefix", "upstream", False,
+                                     hall.area_code[:2])
+    if not re.fullmatch(r"\d{2}", v["province_prefix"]):
+        raise ConfigError("upstream.province_prefix", "应为两位省级代码，如山东 37 must be the "
+                          "two-digit province code, e.g. 37 for Shandong")
+    if "pf" in up_t:
+        v["pf"] = _int_range(up_t, "pf", 5, 1, 6, "7 (系统默认评价 system default) is the "
+                             "province's, never sent by a hall")
+    v["dept_number"] = _nonempty(up_t, "dept_number", "upstream", False)
+    if "area_code_length" in up_t:
+        v["area_code_length"] = _get(up_t, "area_code_length", "upstream", int)
+        if v["area_code_length"] not in (6, 9, 12):
+            raise ConfigError("upstream.area_code_length", "应为 6、9 或 12 must be 6, 9 or 12")
+    v["service_name"] = _nonempty(up_t, "service_name", "upstream", False, "窗口办理")
+    paths = {}
+    for kind in ("rating", "service", "catalogue"):
+        path = _nonempty(up_t, f"{kind}_path", "upstream", False)
+        if path is not None:
+            if not path.startswith("/") or any(c.isspace() for c in path):
+                raise ConfigError(f"upstream.{kind}_path", "应以 / 开头 must start with / "
+                                  "(appended to upstream.url)")
+            paths[kind] = path
+    v["paths"] = paths
+    v["catalogue_fetch"] = _get(up_t, "catalogue_fetch", "upstream", bool, False, True)
+    refresh = _get(up_t, "catalogue_refresh_s", "upstream", (int, float), False, 21600)
+    if not 60 <= refresh <= 7 * 86400:
+        raise ConfigError("upstream.catalogue_refresh_s", "应在 60 秒到 7 天之间 must be "
+                          "60 s .. 7 days")
+    v["catalogue_refresh_s"] = float(refresh)
+    v["app_mark"] = _nonempty(up_t, "app_mark", "upstream", False)
+    v["app_word"] = _secret(up_t, "app_word", "upstream", base)
+    v.update(_sm2_settings(up_t, base))
+    upstream = Upstream(**v)
+    missing = profile.missing(upstream)
+    if missing:
+        raise ConfigError(f"upstream.{missing[0][0]}", f"档案 {name} 缺少必填项 profile {name} "
+                          "is missing: " + "; ".join(f"{k} ({why})" for k, why in missing))
+    return upstream
+
+
+def _choice(table: dict, key: str, allowed: tuple[str, ...], default: str,
+            path: str = "upstream") -> str:
+    value = _nonempty(table, key, path, False, default)
+    if value not in allowed:
+        raise ConfigError(f"{path}.{key}", f"应为 {' / '.join(allowed)} must be one of "
+                          f"{', '.join(allowed)}")
+    return value
+
+
+def _int_range(table: dict, key: str, default: int, low: int, high: int, note: str = "",
+               path: str = "upstream") -> int:
+    value = _get(table, key, path, int, False, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{path}.{key}", f"应在 {low}–{high} 之间 must be {low}..{high}"
+                          + (f"; {note}" if note else ""))
+    return value
+
+
+def _sm2_settings(up_t: dict, base: Path) -> dict[str, Any]:
+    """`[upstream.sm2]`: key files (PEM or hex; never echoed) and the envelope's unknowns."""
+    from .upstream import sm2
+    t = up_t.get("sm2", {})
+    if not isinstance(t, dict):
+        raise ConfigError("upstream.sm2", "应为配置节 must be a table [upstream.sm2]")
+    path = "upstream.sm2"
+    out: dict[str, Any] = {}
+    for key, attr, load in (("private_key_file", "sm2_private_key", sm2.load_private_key),
+                            ("platform_public_key_file", "sm2_platform_public_key",
+                             sm2.load_public_key)):
+        name = _nonempty(t, key, path, False)
+        if name is None:
+            continue
+        p = _resolve(base, name)
+        try:
+            out[attr] = load(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}.{key}", f"无法读取文件 cannot read file {str(p)!r}: "
+                              f"{exc.strerror or exc}") from None
+        except (UnicodeDecodeError, sm2.SM2KeyError) as exc:
+            raise ConfigError(f"{path}.{key}", f"{str(p)!r} 不是可用的 SM2 密钥 is not a usable "
+                              f"SM2 key: {exc}") from None
+    out["sm2_cipher_order"] = _choice(t, "cipher_order", sm2.ORDERS, "C1C3C2", path)
+    out["sm2_cipher_encoding"] = _choice(t, "cipher_encoding", sm2.ENCODINGS, "hex", path)
+    out["sm2_signature_format"] = _choice(t, "signature_format", sm2.SIGNATURE_FORMATS, "der",
+                                          path)
+    out["sm2_signer_id"] = _nonempty(t, "signer_id", path, False, sm2.DEFAULT_SIGNER_ID)
+    return out
+
+
 def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | None = None
                  ) -> Config:
     """Validate a parsed TOML document; relative paths are resolved against `base_dir`."""
@@ -306,41 +462,7 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
         raise ConfigError("broker", "有 MQTT 设备但缺少 [broker] a device uses link = \"mqtt\" "
                           "but there is no [broker] section")
 
-    up_t = _table(data, "upstream")
-    profile = _nonempty(up_t, "profile", "upstream")
-    if profile not in PROFILES:
-        raise ConfigError("upstream.profile", f"未知档案 unknown profile {profile!r}; one of "
-                          f"{', '.join(PROFILES)}")
-    url = _nonempty(up_t, "url", "upstream")
-    if not re.match(r"https?://[^/\s]+", url):
-        raise ConfigError("upstream.url", "应为 http(s):// 地址 must be an http(s):// URL")
-    auth = _nonempty(up_t, "auth", "upstream", False, "none")
-    if auth not in AUTH_KINDS:
-        raise ConfigError("upstream.auth", f"应为 {', '.join(AUTH_KINDS)} must be one of "
-                          f"{', '.join(AUTH_KINDS)}")
-    token = _secret(up_t, "token", "upstream", base)
-    app_id = _nonempty(up_t, "app_id", "upstream", False)
-    app_secret = _secret(up_t, "app_secret", "upstream", base)
-    if auth == "token" and not token:
-        raise ConfigError("upstream.token", "auth = \"token\" 需要 token 或 token_file "
-                          "requires token or token_file")
-    if auth == "hmac":
-        if not app_id:
-            raise ConfigError("upstream.app_id", "auth = \"hmac\" 需要 app_id requires app_id")
-        if not app_secret:
-            raise ConfigError("upstream.app_secret", "auth = \"hmac\" 需要 app_secret 或 "
-                              "app_secret_file requires app_secret or app_secret_file")
-    timeout = _get(up_t, "timeout_s", "upstream", (int, float), False, 10)
-    if not 0.1 <= timeout <= 300:
-        raise ConfigError("upstream.timeout_s", "应在 0.1–300 秒之间 must be 0.1..300 seconds")
-    data_source = _nonempty(up_t, "data_source", "upstream", False, "001")
-    if not re.fullmatch(r"\d{3}", data_source):
-        raise ConfigError("upstream.data_source", "应为三位数字 must be three digits")
-    upstream = Upstream(profile=profile, url=url, auth=auth, token=token, app_id=app_id,
-                        app_secret=app_secret, timeout_s=float(timeout), data_source=data_source,
-                        service_number=_nonempty(up_t, "service_number", "upstream", False,
-                                                 hall.hall_code),
-                        area_name=_nonempty(up_t, "area_name", "upstream", False, hall.name))
+    upstream = _upstream(_table(data, "upstream"), hall, base)
 
     alerts_t = _table(data, "alerts", required=False) or {}
     webhook = _nonempty(alerts_t, "webhook_url", "alerts", False)

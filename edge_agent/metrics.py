@@ -31,6 +31,11 @@ def render(agent: Any) -> str:
            [("", counts.get("pending", 0) + counts.get("parked", 0))])
     metric("hcp_outbox_oldest_pending_age_seconds", "gauge",
            "Age of the oldest pending upload job.", [("", round(queries.oldest_pending_age(db, now), 3))])
+    services = dict(db.execute("SELECT state, COUNT(*) FROM upstream_services GROUP BY state")
+                    .fetchall())
+    metric("hcp_upstream_service_records", "gauge",
+           "Case service records (服务数据) by state (service-first profiles).",
+           [(f'{{state="{s}"}}', services.get(s, 0)) for s in ("pending", "done", "parked")])
     h = agent.uploader.latency
     lines.append("# HELP hcp_upload_latency_seconds Upstream request latency.")
     lines.append("# TYPE hcp_upload_latency_seconds histogram")
@@ -39,7 +44,8 @@ def render(agent: Any) -> str:
     lines.append(f'hcp_upload_latency_seconds_bucket{{le="+Inf"}} {h.total}')
     lines.append(f"hcp_upload_latency_seconds_sum {h.sum:.6f}")
     lines.append(f"hcp_upload_latency_seconds_count {h.total}")
-    metric("hcp_upload_results_total", "counter", "Upload attempts by outcome.",
+    metric("hcp_upload_results_total", "counter",
+           "Records sent, by outcome (duplicate: the province already had it, confirmed).",
            [(f'{{outcome="{k}"}}', v) for k, v in sorted(agent.uploader.results.items())])
     metric("hcp_upstream_circuit_open", "gauge", "1 while the upstream circuit breaker is open.",
            [("", 1 if agent.uploader.breaker == "open" else 0)])

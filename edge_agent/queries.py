@@ -9,7 +9,8 @@ import time
 
 import sqlite_utils
 
-from .binding import LEVEL_NAMES, hall_time
+from .binding import hall_time
+from .levels import LEVEL_NAMES
 
 
 def _iso(ts: float | None) -> str | None:
@@ -113,8 +114,12 @@ def status(db: sqlite_utils.Database, hall: dict) -> dict:
                               " 'unbound' GROUP BY unbound_reason").fetchall())
     alerts = dict(db.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state").fetchall())
     devs = devices(db)
+    services = dict(db.execute("SELECT state, COUNT(*) FROM upstream_services GROUP BY state")
+                    .fetchall())
+    duplicates = db.execute("SELECT COUNT(*) FROM outbox WHERE duplicate = 1").fetchone()[0]
     return {
-        "hall": hall, "outbox": outbox_counts(db),
+        "hall": hall, "outbox": outbox_counts(db), "serviceRecords": services,
+        "confirmedAsDuplicates": duplicates,
         "oldestPendingAgeS": round(oldest_pending_age(db), 1),
         "ratings": {str(k): v for k, v in ratings_by_level(db).items()},
         "unbound": unbound, "alerts": alerts,
@@ -133,7 +138,14 @@ def outbox_list(db: sqlite_utils.Database, failed_only: bool = False, limit: int
              "projectNo": r["project_no"]}
             for r in _rows(db, "SELECT o.*, c.project_no FROM outbox o JOIN ratings r ON"
                                " r.id = o.rating_id LEFT JOIN cases c ON c.id = r.case_id"
-                               f" WHERE {where} ORDER BY o.id LIMIT ?", (limit,))]
+                               f" WHERE {where} ORDER BY o.id LIMIT ?", (limit,))] + [
+        {"id": f"S{r['id']}", "ratingId": f"service #{r['service_number']}", "state": r["state"],
+         "attempts": r["attempts"], "createdAt": _iso(r["created_at"]),
+         "nextAt": _iso(r["next_at"]), "lastError": r["last_error"],
+         "projectNo": r["project_no"]}
+        for r in _rows(db, "SELECT s.*, c.project_no FROM upstream_services s JOIN cases c ON"
+                           f" c.id = s.case_id WHERE {where.replace('o.', 's.')} ORDER BY s.id"
+                           " LIMIT ?", (limit,))]
 
 
 def unbound_ratings(db: sqlite_utils.Database, limit: int = 500) -> list[dict]:
@@ -169,13 +181,20 @@ def export_rows(db: sqlite_utils.Database, t_from: float, t_to: float) -> list[d
 
 
 def retry_parked(db: sqlite_utils.Database, job_id: int | None = None) -> int:
-    """Release parked jobs (one, or all) back to pending now; returns how many."""
+    """Release parked jobs (one, or all — service records included) back to pending now;
+    returns how many."""
     now = time.time()
     with db.atomic():
         if job_id is None:
             cur = db.execute("UPDATE outbox SET state = 'pending', next_at = ? WHERE state ="
                              " 'parked'", (now,))
-        else:
-            cur = db.execute("UPDATE outbox SET state = 'pending', next_at = ? WHERE state ="
-                             " 'parked' AND id = ?", (now, job_id))
+            services = db.execute("UPDATE upstream_services SET state = 'pending', next_at = ?"
+                                  " WHERE state = 'parked'", (now,))
+            return cur.rowcount + services.rowcount
+        cur = db.execute("UPDATE outbox SET state = 'pending', next_at = ? WHERE state ="
+                         " 'parked' AND id = ?", (now, job_id))
+        # a rating cannot go before its case's service record: release that too
+        db.execute("UPDATE upstream_services SET state = 'pending', next_at = ? WHERE state ="
+                   " 'parked' AND case_id = (SELECT r.case_id FROM outbox o JOIN ratings r ON"
+                   " r.id = o.rating_id WHERE o.id = ?)", (now, job_id))
         return cur.rowcount

@@ -239,6 +239,38 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             rolled_to INTEGER NOT NULL)""",
         "INSERT INTO stat_mark(id, rolled_to) VALUES (1, 0)",
     ]),
+    # 4: upstreams that want the case's service record (服务数据) before its rating; what a
+    # confirmation said (duplicate) and what the province knows the rating as; the case's
+    # 事项类型; every reason-tag catalogue version the agent used, to map device tag codes to
+    # the province's code strings for ratings made under that version.
+    (4, [
+        """CREATE TABLE upstream_services (
+            id INTEGER PRIMARY KEY,
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            service_number INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            last_attempt_at REAL,
+            done_at REAL,
+            last_error TEXT,
+            upstream_reply TEXT,
+            duplicate INTEGER NOT NULL DEFAULT 0,
+            UNIQUE(case_id, service_number)
+        )""",
+        "CREATE INDEX upstream_services_due ON upstream_services(state, next_at)",
+        "ALTER TABLE outbox ADD COLUMN duplicate INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE outbox ADD COLUMN upstream_ref TEXT",
+        "ALTER TABLE cases ADD COLUMN task_type TEXT",
+        """CREATE TABLE catalogues (
+            version INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

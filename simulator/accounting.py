@@ -4,7 +4,9 @@ Sources: the devices' own press logs (a press is accepted when `journal.append()
 moment the device shows 谢谢), the agent's SQLite database (read-only: ratings, bindings, outbox
 and alert rows), and the province's `/_stats` and `/_records`. A press is
 
-- `uploaded` — the province holds its global id (`{hall}-{device}-{rseq}`);
+- `uploaded` — the province holds it: under its global id (`{hall}-{device}-{rseq}`, the
+  idempotency key), or under what the agent recorded the province knows it as (`upstream_ref`,
+  e.g. `{projectNo}#{assessNumber}` where the interface has no idempotency key);
 - `unbound` — the agent stored it but could not bind it to a case (kept, listed, not uploaded);
 - `parked` — bound, but the province refused it: the outbox job is parked with the reason;
 - `lost` — none of these (not stored at the agent, or its upload never confirmed).
@@ -36,11 +38,11 @@ def agent_view(db_path: Path) -> dict:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     try:
         ratings = {}
-        for gid, level, binding, reason, ostate, oerr in conn.execute(
-                "SELECT r.global_id, r.level, r.binding, r.unbound_reason, o.state, o.last_error"
-                " FROM ratings r LEFT JOIN outbox o ON o.rating_id = r.id"):
+        for gid, level, binding, reason, ostate, oerr, ref in conn.execute(
+                "SELECT r.global_id, r.level, r.binding, r.unbound_reason, o.state, o.last_error,"
+                " o.upstream_ref FROM ratings r LEFT JOIN outbox o ON o.rating_id = r.id"):
             ratings[gid] = {"level": level, "binding": binding, "unbound_reason": reason,
-                            "outbox": ostate, "error": oerr}
+                            "outbox": ostate, "error": oerr, "ref": ref}
         cases = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
         alerts = dict(conn.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state"))
         outbox = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
@@ -70,8 +72,8 @@ def summarise(accepted: list, hall_code: str, agent: dict, stats: dict, records:
     for p in accepted:
         gid = f"{hall_code}-{p.device_id}-{p.rseq}"
         shown.add(gid)
-        rec = records.get(gid)
         row = ratings.get(gid)
+        rec = _province_record(records, gid, row)
         if rec is not None:
             outcomes["uploaded"] += 1
             latencies.append((rec["receivedAt"] - p.at) * 1000.0)
@@ -85,7 +87,7 @@ def summarise(accepted: list, hall_code: str, agent: dict, stats: dict, records:
             lost_detail.append({"ratingId": gid, "where": "not stored at the agent"
                                 if row is None else f"outbox {row['outbox']}: {row['error']}"})
     bound = sum(1 for r in ratings.values() if r["binding"] != "unbound")
-    ours = [k for k in records if k.startswith(hall_code + "-")]
+    ours = [g for g, r in ratings.items() if _province_record(records, g, r) is not None]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     out = {
         "devices": devices,
@@ -117,6 +119,13 @@ def summarise(accepted: list, hall_code: str, agent: dict, stats: dict, records:
     if extra:
         out.update(extra)
     return out
+
+
+def _province_record(records: dict, gid: str, row: dict | None) -> dict | None:
+    rec = records.get(gid)
+    if rec is None and row is not None and row.get("ref"):
+        rec = records.get(row["ref"])
+    return rec
 
 
 def _count(items: Any) -> dict:

@@ -29,6 +29,8 @@ from .device import device_class
 from .hall import Hall
 from .liveview import Snapshot, View
 from .ptyport import PtyPort
+from .upstream_setup import profile_setup
+from edge_agent.upstream.registry import PROFILE_NAMES
 from tools.hcp import parse_args
 
 TITLE = "好差评 大厅演示 hall demo"
@@ -57,8 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                         "one device power cut, one link unplug (+ line noise / broker restart)")
     p.add_argument("--json", metavar="PATH", help="把汇总写成 JSON write the summary as JSON")
     p.add_argument("--seed", type=int, default=7, help="随机种子 seed (7)")
-    p.add_argument("--profile", default="gbt39046-json",
-                   choices=("gbt39046-json", "zj-offlinereport-form", "sd-epoint-json"),
+    p.add_argument("--profile", default="gbt39046-json", choices=PROFILE_NAMES,
                    help="省平台接口 province profile")
     p.add_argument("--run-dir", help="运行目录（保留）keep everything here instead of a temp dir")
     p.add_argument("--drain-timeout", type=float, default=45.0,
@@ -138,7 +139,8 @@ async def _agent_idle(agent_url: str) -> bool:
                 st = await r.json()
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
         return False
-    return st["outbox"].get("pending", 0) == 0 and st["alerts"].get("pending", 0) == 0
+    return st["outbox"].get("pending", 0) == 0 and st["alerts"].get("pending", 0) == 0 and \
+        st.get("serviceRecords", {}).get("pending", 0) == 0
 
 
 async def run(args: argparse.Namespace, console: Console) -> dict:
@@ -176,9 +178,11 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
         province_port = services.free_port()
         province_url = f"http://127.0.0.1:{province_port}"
         console_port = services.free_port()
+        upstream_lines, province_args = profile_setup(run_dir, args.profile, rundir.AREA)
         cfg = rundir.write_hall_config(run_dir, specs, province_url, profile=args.profile,
                                        webhook_url=webhook, broker_port=broker_port,
-                                       agent_password=agent_pw, console_port=console_port)
+                                       agent_password=agent_pw, console_port=console_port,
+                                       upstream_extra=upstream_lines)
         ports.update({s.device_id: PtyPort(s.port_path) for s in specs
                       if s.port_path is not None})
         for p in ports.values():
@@ -220,7 +224,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
             length = max(3.0, round(args.duration * 0.2))
             outage = (round(args.duration * 0.4, 1), length)
         province = services.province(run_dir, args.profile, outage=(
-            f"{outage[0]}:{outage[1]}" if outage else None), seed=args.seed, port=province_port)
+            f"{outage[0]}:{outage[1]}" if outage else None), seed=args.seed, port=province_port,
+            extra=province_args)
         started.append(province)
         _LIVE_SERVICES.append(province)
         await asyncio.get_running_loop().run_in_executor(None, province.start)

@@ -79,7 +79,8 @@ def make_devices(run_dir: Path, n: int, link: str, broker_port: int | None = Non
 def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
                       profile: str = "gbt39046-json", webhook_url: str | None = None,
                       broker_port: int | None = None, agent_password: str = "",
-                      invite_lifetime_s: int = 20, console_port: int | None = None) -> Path:
+                      invite_lifetime_s: int = 20, console_port: int | None = None,
+                      upstream_extra: list[str] | None = None) -> Path:
     """The agent's hall.toml for these devices (listen on a free port: it prints the URL)."""
     privacy = secrets.token_hex(32)
     lines = [
@@ -101,7 +102,7 @@ def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
         lines += ["[broker]", 'host = "127.0.0.1"', f"port = {broker_port}",
                   'username = "hcp-agent"', f'password = "{agent_password}"', ""]
     lines += ["[upstream]", f'profile = "{profile}"', f'url = "{province_url}"',
-              'auth = "none"', "timeout_s = 5", 'data_source = "001"', ""]
+              "timeout_s = 5", 'data_source = "001"', *(upstream_extra or []), ""]
     if webhook_url:
         lines += ["[alerts]", f'webhook_url = "{webhook_url}"', ""]
     if console_port is not None:

@@ -124,9 +124,9 @@ def hcp_argv(*args: str) -> list[str]:
 
 
 def province(run_dir: Path, profile: str = "gbt39046-json", outage: str | None = None,
-             seed: int = 1, port: int = 0) -> Service:
+             seed: int = 1, port: int = 0, extra: list[str] | None = None) -> Service:
     argv = hcp_argv("province", "serve", "--profile", profile, "--port", str(port), "--db",
-                    str(run_dir / "province.sqlite3"), "--seed", str(seed))
+                    str(run_dir / "province.sqlite3"), "--seed", str(seed), *(extra or []))
     if outage:
         argv += ["--outage", outage]
     return Service("省平台 province", argv, run_dir / "province.log", cwd=ROOT)

@@ -270,3 +270,40 @@ class running_agent:
 
     def q(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.agent.reader().execute(sql, params).fetchall()
+
+
+APP_MARK = "TESTHALL01"
+APP_WORD = "synthetic-app-word"
+
+
+class NationalKeys:
+    """Synthetic SM2 key files for the national envelope: the hall's pair and the platform's
+    pair, written as hex under `tmp/keys/`, plus what the agent and the province each need."""
+
+    def __init__(self, tmp: Path) -> None:
+        from simulator.province.sm2 import generate_keypair
+        keys = tmp / "keys"
+        keys.mkdir(exist_ok=True)
+        self.hall_private, self.hall_public = generate_keypair()
+        self.platform_private, self.platform_public = generate_keypair()
+        self.files = {}
+        for name, value in (("hall-sm2.key", self.hall_private),
+                            ("hall-sm2.pub", self.hall_public),
+                            ("platform-sm2.key", self.platform_private),
+                            ("platform-sm2.pub", self.platform_public)):
+            (keys / name).write_text(value + "\n")
+            self.files[name] = keys / name
+
+    def agent_config(self, **sm2: str) -> str:
+        """`extra_upstream` for write_config: appMark/appWord and the [upstream.sm2] table."""
+        table = {"private_key_file": "keys/hall-sm2.key",
+                 "platform_public_key_file": "keys/platform-sm2.pub", **sm2}
+        lines = [f'app_mark = "{APP_MARK}"', f'app_word = "{APP_WORD}"', "", "[upstream.sm2]"]
+        lines += [f'{k} = "{v}"' for k, v in table.items()]
+        return "\n".join(lines)
+
+    def server_args(self, *extra: str) -> tuple[str, ...]:
+        """`hcp province serve` options for the platform's side."""
+        return ("--app-mark", APP_MARK, "--app-word", APP_WORD, "--sm2-key",
+                str(self.files["platform-sm2.key"]), "--sm2-hall-public-key",
+                str(self.files["hall-sm2.pub"]), *extra)

@@ -99,3 +99,64 @@ def test_unusable_catalogue_names_the_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert e.value.key == "agent.catalogue" and "nope.json" in str(e.value)
+
+
+def test_check_config_names_what_a_profile_needs(tmp_path, capsys):
+    from tests.agent_support import APP_WORD, NationalKeys
+    bare = write_config(tmp_path, profile="national-sm2", auth="sm2", name="bare.toml")
+    assert main(["check-config", "--config", str(bare)]) == 2
+    err = capsys.readouterr().err
+    for key in ("upstream.app_mark", "app_word", "sm2.private_key_file",
+                "sm2.platform_public_key_file"):
+        assert key in err, err
+    keys = NationalKeys(tmp_path)
+    good = write_config(tmp_path, profile="national-sm2", auth="sm2",
+                        extra_upstream=keys.agent_config(cipher_encoding="base64"))
+    assert main(["check-config", "--config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "needs:" in out and "sm2.private_key_file" in out and "✓" in out
+    assert "service → POST http://127.0.0.1:9/hcp/projectSubmit" in out
+    assert "as base64" in out and "records per request: 20" in out
+    assert APP_WORD not in out and keys.hall_private not in out
+    # the envelope is this profile's only auth; other profiles cannot use it
+    with pytest.raises(ConfigError) as e:
+        load_config(write_config(tmp_path, profile="national-sm2", auth="hmac",
+                                 extra_upstream=keys.agent_config(), name="h.toml"))
+    assert e.value.key == "upstream.auth"
+    zj = write_config(tmp_path, profile="zj-offlinereport-form", name="zj.toml")
+    with pytest.raises(ConfigError) as e:
+        load_config(zj)
+    assert e.value.key == "upstream.dept_number" and "proDepartCode" in e.value.problem
+
+
+@pytest.mark.parametrize("extra,key", [
+    ('service_number = "T01"', "upstream.service_number"),
+    ("max_in_flight = 0", "upstream.max_in_flight"),
+    ("pf = 7", "upstream.pf"),
+    ("batch_size = 2", "upstream.batch_size"),          # gbt39046-json: one record a request
+    ('province_prefix = "3"', "upstream.province_prefix"),
+    ("area_code_length = 8", "upstream.area_code_length"),
+    ('rating_path = "evaluate"', "upstream.rating_path"),
+])
+def test_bad_upstream_settings_name_the_key(tmp_path, extra, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(write_config(tmp_path, extra_upstream=extra))
+    assert e.value.key == key
+
+
+def test_unusable_sm2_key_file_is_named_not_echoed(tmp_path):
+    from tests.agent_support import NationalKeys
+    keys = NationalKeys(tmp_path)
+    secret = keys.hall_private[:-1] + "Z"
+    (tmp_path / "keys/broken.key").write_text(secret)
+    p = write_config(tmp_path, profile="national-sm2", auth="sm2",
+                     extra_upstream=keys.agent_config(private_key_file="keys/broken.key"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == "upstream.sm2.private_key_file"
+    assert secret not in str(e.value) and "broken.key" in str(e.value)
+    p = write_config(tmp_path, profile="national-sm2", auth="sm2", extra_upstream=keys.agent_config(
+        platform_public_key_file="keys/hall-sm2.key"))      # a private key where a public one goes
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == "upstream.sm2.platform_public_key_file"

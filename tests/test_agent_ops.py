@@ -31,7 +31,8 @@ def test_pii_absent_from_logs_metrics_status_exports(tmp_path):
     server = Province(tmp_path, "zj-offlinereport-form")
     # a webhook on a closed port: alerts retry and log failures (the failure path logs too)
     cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form",
-                       alerts='webhook_url = "http://127.0.0.1:9/alerts"')
+                       alerts='webhook_url = "http://127.0.0.1:9/alerts"',
+                       extra_upstream='dept_number = "ZJ-DEPT-0001"')
     buf = io.StringIO()
     handler = setup_logging("debug", buf)
     gw = RecordingGateway()

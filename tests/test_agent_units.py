@@ -7,9 +7,29 @@ import socket
 
 import pytest
 
-from edge_agent import profiles, sdnotify
+from edge_agent import sdnotify
+from edge_agent.levels import LEVEL_NAMES
 from edge_agent.privacy import Sealer, mask_cert, mask_name, mask_phone, scrub
+from edge_agent.upstream.profiles.base import RATING, SERVICE, BuildContext, Job, Reasons, \
+    parse_retry_after
+from edge_agent.upstream.registry import get_profile
 from tests.agent_support import synthetic_id
+
+
+def _job(kind=RATING, level=1, reasons=(), flags=0):
+    case = {"id": 1, "project_no": "P-1", "area_code": "371402", "dept_code": "X",
+            "task_code": "T", "task_name": "n", "status": 3, "dept_name": "d", "staff_name": "s",
+            "promise_type": 2, "accepted_at": 0.0, "finished_at": 10.0, "window": "A01",
+            "task_type": None}
+    rating = {"level": level, "assess_time": 1.7e9, "assess_number": 1, "flags": flags,
+              "reasons": list(reasons), "cat_version": 1}
+    return Job(kind, 1, "T01-1-1", 0, case, rating=rating if kind == RATING else None,
+               applicant={"name": "测试"})
+
+
+def _classify(profile, status, body, kind=RATING, n=1, retry_after=None):
+    raw = body.encode() if isinstance(body, str) else json.dumps(body, ensure_ascii=False).encode()
+    return get_profile(profile).classify(kind, [_job(kind)] * n, status, raw, retry_after)
 
 
 @pytest.mark.parametrize("profile,status,body,kind", [
@@ -27,35 +47,84 @@ from tests.agent_support import synthetic_id
     ("sd-epoint-json", 200, {"status": {"code": "200"}, "custom": {"code": "1"}}, "done"),
     ("sd-epoint-json", 200, {"status": {"code": "200"}, "custom": {"code": "0", "text": "t"}},
      "park"),
+    ("sd-epoint-json", 200, {"status": {"code": "200"}, "custom": {
+        "code": "0", "text": "本次服务已存在评价，请勿重复评价！"}}, "done"),
+    ("sd-epoint-json", 200, {"status": {"code": "200"}, "custom": {
+        "code": "0", "text": "没有对应的服务数据"}}, "repush"),
     ("sd-epoint-json", 401, {"status": {"code": "401"}, "custom": {"code": "0"}}, "park"),
     ("sd-epoint-json", 503, {}, "retry"),
+    ("national-sm2", 200, {"code": "0", "success": "true"}, "done"),
+    ("national-sm2", 200, {"C-Response-Desc": "success"}, "done"),
+    ("national-sm2", 200, {"C-Response-Desc": "评价数据不可重复"}, "done"),
+    ("national-sm2", 200, {"code": "401", "success": "false", "msg": "签名验证失败"}, "park"),
+    ("national-sm2", 200, {"code": "402", "success": "false", "msg": "时间戳超出允许范围"},
+     "retry"),
+    ("national-sm2", 200, {"success": "true"}, "retry"),
+    ("national-sm2", 200, "<html>gateway</html>", "retry"),
 ])
 def test_classify(profile, status, body, kind):
-    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    assert profiles.classify(profile, status, raw).kind == kind
+    assert _classify(profile, status, body)[0].kind == kind
+
+
+def test_national_reply_settles_each_record_by_its_own_result():
+    body = {"code": "1", "success": "false", "results": [
+        {"code": "0", "msg": "成功"}, {"code": "1", "msg": "本次服务已存在评价"},
+        {"code": "1", "msg": "没有对应的服务数据"}, {"code": "1", "msg": "差评必须勾选详情或填写文字评价"}]}
+    out = _classify("national-sm2", 200, body, n=4)
+    assert [o.kind for o in out] == ["done", "done", "repush", "park"]
+    assert [o.duplicate for o in out] == [False, True, False, False]
+    # a results list that does not match the batch is unreadable: retried, never guessed
+    assert {o.kind for o in _classify("national-sm2", 200, body, n=3)} == {"retry"}
+    # the service record's own duplicate answer confirms it
+    dup = {"code": "1", "success": "false", "results": [{"code": "1", "msg": "已存在该条服务信息"}]}
+    assert _classify("national-sm2", 200, dup, kind=SERVICE)[0].duplicate
+
+
+def test_envelope_refusal_names_the_settings():
+    out = _classify("national-sm2", 200, {"code": "402", "success": "false", "msg": "数据解密失败"})
+    assert out[0].kind == "park" and "cipher_order" in out[0].reason \
+        and "platform_public_key_file" in out[0].reason
+    out = _classify("national-sm2", 200, {"code": "401", "success": "false", "msg": "签名验证失败"})
+    assert "signature_format" in out[0].reason and "signer_id" in out[0].reason
 
 
 def test_retry_after_forms():
-    out = profiles.classify("sd-epoint-json", 429, b"", "7")
+    out = _classify("sd-epoint-json", 429, b"".decode(), retry_after="7")[0]
     assert out.kind == "retry" and out.retry_after == 7
-    assert profiles.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert profiles.parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after("soon") is None
 
 
-def test_level_orientation_in_bodies():
-    case = {"project_no": "P-1", "area_code": "371402", "dept_code": "X", "task_code": "T",
-            "task_name": "n", "status": 3, "dept_name": "d", "staff_name": "s",
-            "promise_type": 2, "accepted_at": 0.0}
+def test_level_orientation_in_bodies(tmp_path):
+    from edge_agent.config import load_config
+    from tests.agent_support import write_config
+    cfg = load_config(write_config(tmp_path, extra_upstream='dept_number = "ZJ-DEPT-001"'))
+    ctx = BuildContext(cfg, lambda r: Reasons([str(c) for c in r["reasons"]]), None)
     for level in range(1, 6):
-        u = profiles.UploadInput("T01-1-1", level, 1.7e9, 1, [], 0, case, {"name": "测试"},
-                                 "371402", "a", "001", "T01")
-        gbt = json.loads(profiles.build_body("gbt39046-json", u))
-        sd = json.loads(profiles.build_body("sd-epoint-json", u))
-        zj = profiles.build_body("zj-offlinereport-form", u).decode()
-        assert gbt["levelCode"] == level and gbt["levelName"] == profiles.LEVEL_NAMES[level]
+        jobs = [_job(level=level)]
+        gbt = json.loads(get_profile("gbt39046-json").body(RATING, jobs, ctx))
+        sd = json.loads(get_profile("sd-epoint-json").body(RATING, jobs, ctx))
+        zj = get_profile("zj-offlinereport-form").body(RATING, jobs, ctx).decode()
+        assert gbt["levelCode"] == level and gbt["levelName"] == LEVEL_NAMES[level]
         assert sd["params"]["satisfaction"] == str(6 - level)
         assert f"satisfaction={6 - level}" in zj
     assert gbt["assessTime"] == "20231115T061320"  # 1.7e9 in Beijing time
+    # sd: the province prefix (from the hall's area code), pf 4, the window
+    assert sd["params"]["projectno"] == "37P-1" and sd["params"]["pf"] == "4"
+    assert sd["params"]["winNo"] == "A01" and sd["params"]["winName"] == "一号窗（测试）"
+    assert "proDepartCode=ZJ-DEPT-001" in zj and "pf=5" in zj
+
+
+def test_timed_out_reason_and_unmapped_tag_go_in_words(tmp_path):
+    from edge_agent.config import load_config
+    from tests.agent_support import write_config
+    cfg = load_config(write_config(tmp_path))
+    ctx = BuildContext(cfg, lambda r: Reasons([]), None)
+    body = json.loads(get_profile("gbt39046-json").body(RATING, [_job(level=5, flags=2)], ctx))
+    assert body["evalDetail"] == [] and "原因选择超时" in body["writingEvaluation"]
+    ctx = BuildContext(cfg, lambda r: Reasons([], ["排队等候时间长"]), None)
+    body = json.loads(get_profile("gbt39046-json").body(RATING, [_job(level=4)], ctx))
+    assert body["writingEvaluation"] == "排队等候时间长"
 
 
 def test_masks_and_scrub():

@@ -53,8 +53,8 @@ async def _rate_cases(h, gw, count, start=1, levels=(1, 2, 3, 4, 5), project="P"
     ("gbt39046-json", "hmac", ("--auth", "hmac", "--app-id", "TEST-APP", "--secret", "s3cret-test"),
      'app_id = "TEST-APP"\napp_secret = "s3cret-test"'),
     ("zj-offlinereport-form", "token", ("--auth", "token", "--token", "tok-test-123"),
-     'token = "tok-test-123"'),
-    ("sd-epoint-json", "none", (), ""),
+     'token = "tok-test-123"\ndept_number = "ZJ-DEPT-0001"'),
+    ("sd-epoint-json", "none", ("--province-prefix", "37"), ""),
 ])
 def test_upload_per_profile_with_level_mapping(tmp_path, province, profile, auth, server_args,
                                                extra):
@@ -86,11 +86,18 @@ def test_upload_per_profile_with_level_mapping(tmp_path, province, profile, auth
             assert fields["levelCode"] == level and fields["channel"] == "政务大厅其他终端"
         else:
             assert int(fields["satisfaction"]) == 6 - level  # 5 = 非常满意 upstream
-            assert str(fields["pf"]) == "5"
+            # pf: 5 (政务大厅其他终端) for zj; the Shandong platform's window endpoint uses 4
+            assert str(fields["pf"]) == ("4" if profile == "sd-epoint-json" else "5")
         if level >= 4:
             tags = fields["evalDetail"]
             assert tags == [str(200 + (i + 1) % 10)] or tags == str(200 + (i + 1) % 10)
     assert records["T01-1001-50"]["level"] == 5
+    if profile == "sd-epoint-json":
+        # the service record went first, once per case; the case number carries the prefix
+        assert stats["services"] == 6 and stats["service_duplicates"] == 0
+        first = records[ids[0]]["fields"]
+        assert first["projectno"] == "37P-0001" and first["serviceNumber"] == 1
+        assert first["winNo"] == "A01" and first["winName"] == "一号窗（测试）"
     assert "原因选择超时" in records["T01-1001-50"]["fields"]["writingEvaluation"]
 
 
@@ -123,7 +130,7 @@ def test_faults_5xx_timeout_lost_response_no_duplicates(tmp_path, province):
 
 
 def test_429_retry_after_honoured(tmp_path, province):
-    server = province("sd-epoint-json", "--rate-limit", "3")
+    server = province("sd-epoint-json", "--rate-limit", "3", "--province-prefix", "37")
     cfg = write_config(tmp_path, upstream_url=server.url, profile="sd-epoint-json")
     gw = RecordingGateway()
 
@@ -140,7 +147,8 @@ def test_429_retry_after_honoured(tmp_path, province):
 
 def test_outage_503_retry_after_then_recovers(tmp_path, province):
     server = province("zj-offlinereport-form", "--outage", "0:2")
-    cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form")
+    cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form",
+                       extra_upstream='dept_number = "ZJ-DEPT-0001"')
     gw = RecordingGateway()
 
     async def scenario():
@@ -194,7 +202,8 @@ def test_unreachable_upstream_opens_breaker_then_recovers(tmp_path, province):
 def test_rejections_parked_then_retried_after_fix(tmp_path, province):
     server = province("zj-offlinereport-form", "--auth", "token", "--token", "right-token")
     cfg = write_config(tmp_path, upstream_url=server.url, profile="zj-offlinereport-form",
-                       auth="token", extra_upstream='token = "wrong-token"')
+                       auth="token", extra_upstream='token = "wrong-token"\n'
+                                                    'dept_number = "ZJ-DEPT-0001"')
     gw = RecordingGateway()
 
     async def first():

@@ -17,8 +17,8 @@ import pytest
 
 from simulator.province import cli, signing
 from simulator.province.server import ServerConfig, running_server
-from tests.test_province_server import (GBT, SD, ZJ, Answer, encode, gbt_rating, get_json,
-                                        province, records, sd_rating, stats, upload, upload_to,
+from tests.test_province_server import (GBT, ZJ, Answer, encode, gbt_rating, get_json,
+                                        province, records, stats, upload, upload_to,
                                         verdict, zj_rating)
 
 __all__ = ["province"]  # the fixture, re-exported so pytest finds it here
@@ -37,15 +37,15 @@ def test_fail_rate_answers_500_and_stores_nothing(province) -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after(province) -> None:
-    srv = province(SD, rate_limit=1)
-    answers = [upload(srv, sd_rating(f"SYN{i}"), f"K-{i}") for i in range(10)]
+    srv = province(ZJ, rate_limit=1)
+    answers = [upload(srv, zj_rating(f"SYN{i}"), f"K-{i}") for i in range(10)]
     limited = [a for a in answers if a.status == 429]
     # ten requests cannot all fall into different one-second windows on any sane machine
     assert limited
     for ans in limited:
         assert int(ans.headers["Retry-After"]) >= 1
     ok = [a for a in answers if a.status == 200]
-    assert all(verdict(SD, a) == ("ok", None) for a in ok)
+    assert all(verdict(ZJ, a) == ("ok", None) for a in ok)
     s = stats(srv)
     assert s["accepted"] == len(ok) == len(records(srv))
     assert s["faults"]["rate_limited"] == len(limited)
@@ -82,13 +82,13 @@ def test_short_hold_answers_504(province) -> None:
 
 
 def test_outage_window_answers_503(province) -> None:
-    down = province(SD, outages=[(0.0, 3600.0)])
-    ans = upload(down, sd_rating(), "K-1")
+    down = province(ZJ, outages=[(0.0, 3600.0)])
+    ans = upload(down, zj_rating(), "K-1")
     assert ans.status == 503 and 1 <= int(ans.headers["Retry-After"]) <= 3600
     assert stats(down)["faults"] == {"outage": 1} and records(down) == {}
     # a window that has not begun yet does not affect requests
-    later = province(SD, outages=[(3600.0, 10.0)])
-    assert verdict(SD, upload(later, sd_rating(), "K-1")) == ("ok", None)
+    later = province(ZJ, outages=[(3600.0, 10.0)])
+    assert verdict(ZJ, upload(later, zj_rating(), "K-1")) == ("ok", None)
 
 
 def test_latency_still_answers(province) -> None:
@@ -109,12 +109,12 @@ def test_seed_makes_faults_deterministic(province) -> None:
 
 def test_faults_never_lose_or_double_a_record(province) -> None:
     """A minimal uploader loop against every fault at once: each rating stored exactly once."""
-    srv = province(SD, fail_rate=0.3, drop_response_rate=0.3, timeout_rate=0.2, hold_s=0.01,
+    srv = province(ZJ, fail_rate=0.3, drop_response_rate=0.3, timeout_rate=0.2, hold_s=0.01,
                    rate_limit=50, seed=7)
     keys = [f"HALL1-DEV2-{i}" for i in range(15)]
     attempts = 0
     for i, key in enumerate(keys):
-        payload = sd_rating(f"SYN{i}", satisfaction=str(1 + i % 5), evalDetail="101")
+        payload = zj_rating(f"SYN{i}", satisfaction=str(1 + i % 5), evalDetail="101")
         for _ in range(100):
             attempts += 1
             try:
@@ -122,7 +122,7 @@ def test_faults_never_lose_or_double_a_record(province) -> None:
             except CONNECTION_ERRORS:
                 continue
             if ans.status == 200:
-                assert verdict(SD, ans) == ("ok", None)
+                assert verdict(ZJ, ans) == ("ok", None)
                 break
         else:
             pytest.fail(f"{key} never confirmed")
@@ -141,7 +141,7 @@ def test_cli_serve_subprocess(tmp_path: Path) -> None:
     db = tmp_path / "cli.sqlite3"
     env = {**os.environ, "HCP_PROVINCE_SECRET": "synthetic-secret"}
     with subprocess.Popen(
-            [sys.executable, "-m", "tools.hcp", "province", "serve", "--profile", SD,
+            [sys.executable, "-m", "tools.hcp", "province", "serve", "--profile", ZJ,
              "--port", "0", "--db", str(db), "--auth", "hmac", "--app-id", "hall-test",
              "--seed", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
@@ -149,9 +149,9 @@ def test_cli_serve_subprocess(tmp_path: Path) -> None:
             line = proc.stdout.readline().strip()  # type: ignore[union-attr]
             assert line.startswith("listening http://127.0.0.1:"), line
             url = line.split(" ", 1)[1]
-            body = encode(SD, sd_rating())
+            body = encode(ZJ, zj_rating())
             headers = signing.auth_headers("hall-test", "synthetic-secret", body)
-            assert verdict(SD, upload_to(url, SD, {}, "K-1", headers, body=body)) == ("ok", None)
+            assert verdict(ZJ, upload_to(url, ZJ, {}, "K-1", headers, body=body)) == ("ok", None)
             assert get_json(url + "/_stats")["accepted"] == 1
         finally:
             proc.terminate()

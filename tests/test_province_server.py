@@ -69,12 +69,38 @@ def zj_rating(project: str = "SYN0001", **over: Any) -> dict[str, Any]:
 
 
 def sd_rating(project: str = "SYN0001", **over: Any) -> dict[str, Any]:
-    """Valid Shandong vendor params (satisfaction 5 = 非常满意)."""
+    """Valid Shandong platform params (satisfaction 5 = 非常满意) for service number 1."""
     return _apply({
         "projectno": project, "pf": "5", "satisfaction": "5",
         "assessTime": bj_time("%Y-%m-%d %H:%M:%S"), "assessNumber": "1",
-        "serviceNumber": "W01", "areacode": "371400",
+        "serviceNumber": 1, "areacode": "371400", "winNo": "A01", "winName": "一号窗（测试）",
     }, over)
+
+
+def service_record(project: str = "SYN0001", **over: Any) -> dict[str, Any]:
+    """A valid service record (服务数据) of a case, service number 1."""
+    return _apply({
+        "taskCode": "SYNTASK-0001", "taskName": "测试事项", "projectNo": project, "proStatus": "3",
+        "deptCode": synthetic_credit_code(1), "orgName": "测试部门",
+        "acceptDate": bj_time("%Y-%m-%d %H:%M:%S", 30), "userProp": "1", "userName": "测试人",
+        "userPageType": "111", "certKeyGOV": synthetic_resident_id(1), "mobile": "13900000001",
+        "serviceName": "窗口办理", "serviceNumber": 1,
+        "serviceTime": bj_time("%Y-%m-%d %H:%M:%S", 10), "projectType": "2",
+        "areaCode": "371400000000", "taskType": "01", "proChannel": "2", "proManager": "测试员",
+        "dataSource": "001",
+    }, over)
+
+
+_SERVICES_PUSHED: set[tuple[str, str]] = set()
+
+
+def push_sd_service(url: str, project: str, headers: dict[str, str] | None = None,
+                    **over: Any) -> Answer:
+    """POST a case's service record to an sd-epoint-json server at base `url`."""
+    body = json.dumps({"params": service_record(project, **over)}, ensure_ascii=False)
+    all_headers = {"Content-Type": "application/json"}
+    all_headers.update(headers or {})
+    return post(url + "/rest/addEvaluateService", body.encode("utf-8"), all_headers)
 
 
 RATING: dict[str, Callable[..., dict[str, Any]]] = {GBT: gbt_rating, ZJ: zj_rating, SD: sd_rating}
@@ -122,6 +148,12 @@ def upload_to(url: str, profile: str, payload: dict[str, Any], key: str,
               timeout: float = 10) -> Answer:
     """POST one rating to the server at base `url` under `profile` with Idempotency-Key `key`."""
     data = encode(profile, payload) if body is None else body
+    project = payload.get("projectno")
+    if profile == SD and isinstance(project, str) and (url, project) not in _SERVICES_PUSHED \
+            and signing.HEADER_SIGNATURE not in (headers or {}):
+        # the platform takes a rating only for a service record it holds: push it once
+        _SERVICES_PUSHED.add((url, project))
+        push_sd_service(url, project, headers)
     all_headers = {"Content-Type": content_type(profile), signing.HEADER_IDEMPOTENCY: key}
     all_headers.update(headers or {})
     return post(url + upload_path(profile), data, all_headers, timeout=timeout)
@@ -414,31 +446,31 @@ def test_token_auth(province) -> None:
 
 @pytest.mark.parametrize("alg", ["sha256", "sm3"])
 def test_hmac_auth(province, alg) -> None:
-    srv = province(SD, auth="hmac", app_id="hall-test", secret="synthetic-secret", sign_alg=alg)
-    body = encode(SD, sd_rating())
+    srv = province(ZJ, auth="hmac", app_id="hall-test", secret="synthetic-secret", sign_alg=alg)
+    body = encode(ZJ, zj_rating())
 
     def signed(**kw: Any) -> dict[str, str]:
         return signing.auth_headers(kw.pop("app_id", "hall-test"), kw.pop("secret",
                                     "synthetic-secret"), body, alg=alg, **kw)
 
     good = signed()
-    assert verdict(SD, upload(srv, {}, "K-1", good, body=body)) == ("ok", None)
+    assert verdict(ZJ, upload(srv, {}, "K-1", good, body=body)) == ("ok", None)
     replay = upload(srv, {}, "K-1", good, body=body)
-    assert replay.status == 401 and verdict(SD, replay) == ("rejected", "replayed_nonce")
+    assert replay.status == 401 and verdict(ZJ, replay) == ("rejected", "replayed_nonce")
     stale = signed(timestamp=int(time.time()) - 1000)
-    assert verdict(SD, upload(srv, {}, "K-1", stale, body=body)) == \
+    assert verdict(ZJ, upload(srv, {}, "K-1", stale, body=body)) == \
         ("rejected", "stale_timestamp")
-    assert verdict(SD, upload(srv, {}, "K-1", signed(secret="other"), body=body)) == \
+    assert verdict(ZJ, upload(srv, {}, "K-1", signed(secret="other"), body=body)) == \
         ("rejected", "bad_signature")
-    assert verdict(SD, upload(srv, {}, "K-1", signed(app_id="intruder"), body=body)) == \
+    assert verdict(ZJ, upload(srv, {}, "K-1", signed(app_id="intruder"), body=body)) == \
         ("rejected", "auth_failed")
     # signature over a different body than the one sent
-    other_body = encode(SD, sd_rating(satisfaction="4"))
-    assert verdict(SD, upload(srv, {}, "K-1", signed(), body=other_body)) == \
+    other_body = encode(ZJ, zj_rating(satisfaction="4"))
+    assert verdict(ZJ, upload(srv, {}, "K-1", signed(), body=other_body)) == \
         ("rejected", "bad_signature")
-    assert verdict(SD, upload(srv, {}, "K-1", {**signed(), signing.HEADER_NONCE: "x"},
+    assert verdict(ZJ, upload(srv, {}, "K-1", {**signed(), signing.HEADER_NONCE: "x"},
                               body=body)) == ("rejected", "bad_nonce")
-    assert verdict(SD, upload(srv, {}, "K-1", {**signed(), signing.HEADER_TIMESTAMP: "soon"},
+    assert verdict(ZJ, upload(srv, {}, "K-1", {**signed(), signing.HEADER_TIMESTAMP: "soon"},
                               body=body)) == ("rejected", "bad_timestamp")
     # a retry of the same rating with a fresh nonce is a duplicate, answered success
     again = upload(srv, {}, "K-1", signed(), body=body)

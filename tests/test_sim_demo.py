@@ -149,3 +149,21 @@ def test_demo_hold_keeps_the_console_up_after_the_summary(tmp_path):
     assert proc.returncode == 0, text[-3000:]
     assert "控制台 console" in text and s["console_url"] in text
     assert _leftovers(str(run_dir)) == []
+def test_demo_national_sm2_envelope(tmp_path):
+    """The national envelope end to end: service records first, batches, SM2 both ways (the
+    agent's snowland-smx, the province's gmssl), the platform's tag table pushed to devices."""
+    s = _demo(tmp_path, "--duration", "15", "--profile", "national-sm2", "--faults",
+              "--devices", "4", "--seed", "5")
+    _check_accounting(s)
+    assert s["province_rejected"] == {}
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "run" / "agent.db")
+    try:
+        services = dict(db.execute("SELECT state, COUNT(*) FROM upstream_services GROUP BY state"))
+        sources = [r[0] for r in db.execute("SELECT source FROM catalogues ORDER BY version")]
+    finally:
+        db.close()
+    assert services == {"done": s["cases"]}          # every reported case, rated or not
+    assert sources == ["file", "platform"]
+    blob = (tmp_path / "run" / "devices" / "1001" / "catalogue.bin").read_bytes()
+    assert int.from_bytes(blob[:2], "big") == 2      # the devices show the platform's version

@@ -25,7 +25,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from .device_session import DeviceOffline, DeviceSession
-from .catalogue_push import load_catalogue_push
+from .catalogue_push import build_catalogue_push, load_catalogue_push
 from .keys import DeviceKeyError, load_device_key
 from .mqtt_link import MqttLink
 from .serial_link import SerialLink
@@ -54,11 +54,16 @@ async def start_links(agent: Any, config: Any, **options: Any) -> list:
 
     `options` are passed to every link (e.g. `reopen_s`, `silence_s` for serial ports; `receive_maximum`,
     `queue_limit`, `max_processing` for MQTT; `window`, `catalogue`, `reply_interval_s` for sessions);
-    unknown names raise TypeError. Without a `catalogue` option, the catalogue named by the
-    config (`agent.catalogue`) is rendered and pushed to devices that hold another version.
+    unknown names raise TypeError. Without a `catalogue` option, the catalogue the uploader holds
+    for devices (the platform's, or the file named by `agent.catalogue`) is rendered and pushed to
+    devices that hold another version, and a newer one fetched from the platform follows.
     """
-    if "catalogue" not in options:
-        options["catalogue"] = load_catalogue_push(getattr(config, "catalogue_path", None))
+    follow = "catalogue" not in options
+    if follow:
+        current = getattr(getattr(agent, "uploader", None), "catalogues", None)
+        current = current.current if current is not None else None
+        options["catalogue"] = build_catalogue_push(current) if current else \
+            load_catalogue_push(getattr(config, "catalogue_path", None))
     serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "silence_s", "window",
                    "catalogue", "reply_interval_s", "tick_s", "hello_burst")}
     mqtt_opts = {k: v for k, v in options.items() if k in ("max_processing", "receive_maximum",
@@ -87,7 +92,21 @@ async def start_links(agent: Any, config: Any, **options: Any) -> list:
     except BaseException:
         await stop_links(links)
         raise
+    sync = getattr(getattr(agent, "uploader", None), "sync", None)
+    if follow and sync is not None:
+        sync.listeners.append(lambda cat: _new_catalogue(links, cat))
     return links
+
+
+def _new_catalogue(links: list, cat: dict) -> None:
+    """The platform's catalogue changed: every session pushes it (now if online, else at HELLO)."""
+    push = build_catalogue_push(cat)
+    if push is None:
+        return
+    for link in links:
+        sessions = getattr(link, "sessions", None)
+        for session in (sessions.values() if sessions else [link.session]):
+            session.set_catalogue(push)
 
 
 async def stop_links(links: list) -> None:

@@ -434,6 +434,12 @@ class DeviceSession:
         await self._command(("cancel", int(invite_id)), m.CANCEL,
                             {"invite_id": int(invite_id)}, CANCEL_KEEP_S)
 
+    def set_catalogue(self, catalogue: CataloguePush) -> None:
+        """A new catalogue version: push it now if the device is online, else at its HELLO."""
+        self.catalogue = catalogue
+        if self.online:
+            self._push_catalogue()
+
     def _push_catalogue(self) -> None:
         """Queue every CONFIG chunk (not awaited: the device installs when all have arrived)."""
         cat = self.catalogue

@@ -2,11 +2,12 @@
 
 Profiles (see `profiles` for the fields of each, README.md beside this file for examples):
 ``gbt39046-json`` (POST /api/v1/evaluations), ``zj-offlinereport-form`` (POST /offlinereport),
-``sd-epoint-json`` (POST /rest/evaluate).
+``sd-epoint-json`` (POST /rest/addEvaluateService, then /rest/evaluate), ``national-sm2``
+(the SM2 envelope: POST /hcp/projectSubmit, then /hcp/offlineTemp; national.py).
 
-For the agent's uploader: `upload_path(profile)`, `content_type(profile)`, and the request
-signing in `simulator.province.signing` (`sign`, `auth_headers`). For tests: `ServerConfig`,
-`start_server` (in the caller's event loop) and `running_server` (a background thread).
+The server checks with its own code (signing.py, sm2.py on gmssl); the agent never imports it.
+For tests: `upload_path(profile)`, `content_type(profile)`, `ServerConfig`, `start_server` (in
+the caller's event loop) and `running_server` (a background thread).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ __all__ = ["PROFILE_NAMES", "LEVEL_NAMES", "upload_path", "content_type", "sign"
 
 
 def __getattr__(name: str) -> Any:
-    # The server pulls in aiohttp; an uploader that only needs paths and signing does not.
+    # The server pulls in aiohttp; a caller that only needs paths and signing does not.
     if name in ("ServerConfig", "start_server", "running_server", "build_app"):
         from . import server
         return getattr(server, name)

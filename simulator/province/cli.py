@@ -22,6 +22,7 @@ from .signing import SIGN_ALGS
 from tools.hcp import parse_args
 
 if TYPE_CHECKING:  # the server (and aiohttp) is imported only when serving
+    from .national import NationalKeys
     from .server import ServerConfig
 
 
@@ -56,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit", type=int, default=0,
                        help="每秒请求上限，超出返回429 requests per second, 0 = none")
     serve.add_argument("--seed", type=int, help="故障随机种子 seed for fault randomness")
+    serve.add_argument("--province-prefix", help="sd: 办件号须带的省份前缀 case numbers must start "
+                                                 "with this province code, e.g. 37")
+    serve.add_argument("--catalogue", help="评价标签表 reason-tag catalogue JSON served per grade "
+                                           "(default: the placeholder seed-0)")
+    nat = serve.add_argument_group("national-sm2 (SM2 envelope)")
+    nat.add_argument("--app-mark", help="应用标识 appMark the hall must send")
+    nat.add_argument("--app-word", help="应用密钥 appWord (or env HCP_PROVINCE_APP_WORD)")
+    nat.add_argument("--sm2-key", metavar="FILE", help="平台私钥 the platform's SM2 private key "
+                                                       "(hex or PEM): decrypts the records")
+    nat.add_argument("--sm2-hall-public-key", metavar="FILE",
+                     help="大厅公钥 the hall's SM2 public key (hex or PEM): verifies its sign")
+    nat.add_argument("--sm2-cipher-order", choices=("C1C3C2", "C1C2C3"), default="C1C3C2")
+    nat.add_argument("--sm2-cipher-encoding", choices=("hex", "base64"), default="hex")
+    nat.add_argument("--sm2-signature-format", choices=("der", "raw"), default="der")
+    nat.add_argument("--sm2-signer-id", default="1234567812345678")
+    nat.add_argument("--echo-values", action="store_true",
+                     help="拒绝信息中回显字段值（粗心的平台如此）echo refused values in messages, "
+                          "as careless platforms do")
     serve.add_argument("-v", "--verbose", action="store_true", help="逐条日志 log every request")
     return parser
 
@@ -81,6 +100,29 @@ async def _serve(config: ServerConfig) -> None:
         await runner.cleanup()
 
 
+def _national(args: argparse.Namespace) -> "NationalKeys | None":
+    """The envelope keys from the options (None unless the profile is national-sm2)."""
+    if args.profile != "national-sm2":
+        return None
+    from .national import NationalKeys
+    from .sm2 import load_private, load_public
+    word = args.app_word or os.environ.get("HCP_PROVINCE_APP_WORD")
+    if not (args.app_mark and word and args.sm2_key and args.sm2_hall_public_key):
+        raise ValueError("--profile national-sm2 needs --app-mark, --app-word, --sm2-key and "
+                         "--sm2-hall-public-key")
+    try:
+        with open(args.sm2_key, encoding="utf-8") as f:
+            private = load_private(f.read())
+        with open(args.sm2_hall_public_key, encoding="utf-8") as f:
+            public = load_public(f.read())
+    except OSError as exc:
+        raise ValueError(f"cannot read key file: {exc}") from None
+    return NationalKeys(args.app_mark, word, private, public, order=args.sm2_cipher_order,
+                        encoding=args.sm2_cipher_encoding,
+                        signature_format=args.sm2_signature_format,
+                        signer_id=args.sm2_signer_id)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hcp province`; returns the exit code."""
     parser = _parser()
@@ -95,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outages = [parse_outage(text) for text in args.outage]
         config = ServerConfig(
+            province_prefix=args.province_prefix, catalogue=args.catalogue,
+            national=_national(args), echo_values=args.echo_values,
             profile=args.profile, db=args.db, host=args.host, port=args.port, auth=args.auth,
             token=args.token, app_id=args.app_id,
             secret=args.secret or os.environ.get("HCP_PROVINCE_SECRET"),

@@ -38,6 +38,11 @@ bad_time_future:<f>        time more than 10 minutes ahead of server time (Beiji
 bad_time_order             assessTime earlier than acceptDate
 duplicate_assessment       another idempotency key already rated this projectNo+assessNumber
 idempotency_conflict       same idempotency key with different content
+no_service                 the rating's service record was never pushed (没有对应的服务数据)
+duplicate_service          the service record is held already (已存在该条服务信息)
+bad_prefix:<f>             the case number lacks the province prefix (sd, when configured)
+unknown_tag                a 差评 code not in the platform's table for that grade
+bad_app_mark ... bad_records   national-sm2 envelope refusals (see national.py)
 =========================  ==================================================================
 """
 from __future__ import annotations
@@ -79,6 +84,15 @@ REASONS: dict[str, str] = {
     "bad_time_order": "评价时间早于受理时间 rated before accepted",
     "duplicate_assessment": "该办件本次评价已存在（一次一评） case already rated",
     "idempotency_conflict": "幂等键重复但内容不同 same key, different content",
+    "no_service": "没有对应的服务数据 no service record for the rating",
+    "duplicate_service": "已存在该条服务信息 service record already held",
+    "bad_prefix": "办件编号缺少省份前缀 case number lacks the province prefix",
+    "unknown_tag": "评价明细代码不在标签表中 tag code not in the platform's table",
+    "bad_app_mark": "应用标识不存在 unknown appMark",
+    "stale_time": "请求时间超出允许范围 envelope time outside ±5 minutes",
+    "decrypt_failed": "数据解密失败 records do not decrypt",
+    "bad_cipher_encoding": "密文编码不符 ciphertext not in the agreed encoding",
+    "bad_records": "数据格式错误 plaintext is not an array of records",
 }
 
 FUTURE_TOLERANCE_S = 600

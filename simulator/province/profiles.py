@@ -42,13 +42,18 @@ Reply: HTTP 200 ``{"result": "0", "resultmsg": "..."}`` on success or duplicate,
 HTTP 401 with ``result`` "2".
 
 ``sd-epoint-json`` — ``POST /rest/evaluate``, ``Content-Type: application/json``,
-``{"params": {...}}``: projectno, pf (1–6; 7 rejected), satisfaction (1 非常不满意 … 5 非常满意),
-assessTime (``yyyy-MM-dd HH:mm:ss``), assessNumber (1/2), areacode (6 digits) required;
-serviceNumber, evalDetail (comma-separated codes), writingEvaluation optional. Numbers may be
-JSON integers or digit strings. Reply: HTTP 200 ``{"status": {"code": "200"}, "custom":
-{"code": "1", "text": "..."}}`` on success or duplicate; anything else is a failure with
-``custom.code`` "0" and ``custom.text`` = ``<reason>: <message>``; authentication failures are
-HTTP 401 with ``status.code`` "401".
+``{"params": {...}}``: projectno (with the province prefix when the server is started with
+one), pf (1–6; 7 rejected), satisfaction (1 非常不满意 … 5 非常满意), assessTime
+(``yyyy-MM-dd HH:mm:ss``), assessNumber (1/2), serviceNumber (the service record's number, an
+integer), areacode (6 digits), winNo, winName required; evalDetail (comma-separated codes),
+writingEvaluation optional. Numbers may be JSON integers or digit strings. The case's service
+record must have been pushed first (``POST /rest/addEvaluateService``, see service.py), else
+"没有对应的服务数据". Reply: HTTP 200 ``{"status": {"code": "200"}, "custom": {"code": "1",
+"text": "..."}}`` on success or duplicate; anything else is a failure with ``custom.code`` "0"
+and ``custom.text`` = ``<reason>: <message>``; authentication failures are HTTP 401 with
+``status.code`` "401". Reason tags: ``POST /rest/getEvalDetail`` ``{"params": {"grade": g}}``.
+
+``national-sm2`` — see national.py: the SM2 envelope, service records and ratings in batches.
 
 Every reply also carries ``X-Result: accepted|duplicate|rejected`` and, on rejection,
 ``X-Reject-Reason`` — conveniences of this reference server only; a real province sends neither,
@@ -68,6 +73,7 @@ from .fields import Rejection
 GBT = "gbt39046-json"
 ZJ = "zj-offlinereport-form"
 SD = "sd-epoint-json"
+NATIONAL = "national-sm2"
 
 LEVEL_NAMES = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
 GBT_CHANNELS = ("PC端", "移动服务端", "二维码", "政务大厅平板电脑", "政务大厅其他终端", "电话", "短信")
@@ -83,6 +89,7 @@ class Rating:
     assess_number: int
     gb_level: int  # GB/T 39046 A.8 code, whatever the profile's orientation
     fields: dict[str, Any] = field(default_factory=dict)
+    service_number: int | None = None   # the service record it refers to (sd)
 
 
 @dataclass
@@ -271,20 +278,25 @@ def validate_zj(fields: dict[str, Any], now: float) -> Rating:
 
 
 def validate_sd(fields: dict[str, Any], now: float) -> Rating:
-    """Validate the Shandong vendor-platform params."""
+    """Validate the Shandong platform's rating params (its service record is checked by the
+    server: it must have been pushed first)."""
     project_no = F.get_text(fields, "projectno", required=True, max_len=50, pattern=F.CASE_NO_RE,
                             what="1–50位字母数字或- letters, digits, '-', up to 50")
     _pf(fields)
     level = _satisfaction(fields, "satisfaction")
     F.get_time(fields, "assessTime", F.DASH_TIME, now=now)
     assess_number = F.get_code(fields, "assessNumber", (1, 2))
-    F.get_text(fields, "serviceNumber", required=False, max_len=64)
+    service_number = F.get_int(fields, "serviceNumber")
+    if service_number is None or not 1 <= service_number < 100:
+        raise F.bad_format("serviceNumber", "服务序号整数 the service's number, an integer")
     tags = F.parse_tags(fields.get("evalDetail"), "evalDetail", as_list=False)
     F.get_area_code(fields, "areacode", (6,))
     written = F.get_text(fields, "writingEvaluation", required=False, max_len=2000)
+    F.get_text(fields, "winNo", required=True, max_len=32)
+    F.get_text(fields, "winName", required=True, max_len=100)
     F.require_reason_for_bad(level >= 4, tags, written, "evalDetail", "writingEvaluation")
     assert project_no is not None and assess_number is not None
-    return Rating(project_no, assess_number, level, dict(fields))
+    return Rating(project_no, assess_number, level, dict(fields), service_number)
 
 
 # --- replies --------------------------------------------------------------------------------
@@ -333,6 +345,9 @@ PROFILES: dict[str, Profile] = {
                 validate_zj, zj_success, zj_reject, ("certkeyGOV", "userName")),
     SD: Profile(SD, "/rest/evaluate", "application/json", parse_sd,
                 validate_sd, sd_success, sd_reject, ()),
+    # the envelope, batches and per-record replies live in national.py
+    NATIONAL: Profile(NATIONAL, "/hcp/offlineTemp", "application/json", parse_json_object,
+                      validate_gbt, gbt_success, gbt_reject, ("name",)),
 }
 
 

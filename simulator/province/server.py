@@ -12,6 +12,11 @@ Request pipeline for the profile's upload path, in this order (each step may ans
 7. drop → the connection is closed without a reply, after the record is committed
    (``fault:drop``)
 
+``sd-epoint-json`` also takes the case's service record (``POST /rest/addEvaluateService``) and
+answers the reason-tag table (``POST /rest/getEvalDetail``); its ratings need the service record
+first. ``national-sm2`` has its own pipeline after step 4 (national.py): the envelope, then one
+result per record of the batch.
+
 Test endpoints (no authentication): ``GET /_health``, ``GET /_stats``, ``GET /_records``
 (ID numbers and names masked; the SQLite file holds them in full).
 """
@@ -29,17 +34,23 @@ from typing import Any
 
 from aiohttp import web
 
-from . import idcodes
+from . import fields as F
+from . import idcodes, national
 from .auth import Authenticator
 from .faults import FaultPlan, retry_after
 from .fields import Rejection
-from .profiles import Profile, Reply, get_profile
+from .national import Envelope, EnvelopeError, NationalKeys
+from .profiles import NATIONAL, SD, Profile, Reply, get_profile, parse_sd
+from .service import (DUPLICATE_RATING, DUPLICATE_SERVICE, NO_SERVICE, TagTable, check_prefix,
+                      validate_service)
 from .signing import HEADER_IDEMPOTENCY
 from .store import Store
 
 log = logging.getLogger("simulator.province")
 
 _KEY_RE = re.compile(r"[!-~]{1,128}")
+SD_SERVICE_PATH = "/rest/addEvaluateService"
+SD_CATALOGUE_PATH = "/rest/getEvalDetail"
 _MAX_BODY = 256 * 1024
 
 STORE_KEY = web.AppKey("store", Store)
@@ -68,6 +79,10 @@ class ServerConfig:
     rate_limit: int = 0
     seed: int | None = None
     hold_s: float = 30.0
+    province_prefix: str | None = None      # sd: case numbers must carry it ("37")
+    catalogue: str | Path | None = None     # reason tags served per grade (placeholder default)
+    national: NationalKeys | None = None    # national-sm2: the envelope's keys and settings
+    echo_values: bool = False               # national-sm2: messages repeat the refused value
 
 
 class _State:
@@ -85,6 +100,14 @@ class _State:
                                 rate_limit=config.rate_limit, seed=config.seed,
                                 hold_s=config.hold_s)
         self.store = Store(config.db)
+        self.tags = TagTable.load(config.catalogue)
+        self.envelope: Envelope | None = None
+        if config.profile == NATIONAL:
+            if config.national is None:
+                raise ValueError("national-sm2 needs the envelope keys: --app-mark, --app-word, "
+                                 "--sm2-key (the platform's private key) and "
+                                 "--sm2-hall-public-key")
+            self.envelope = Envelope(config.national)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -130,31 +153,50 @@ def _check_key(request: web.Request) -> str:
     return key
 
 
-async def handle_upload(request: web.Request) -> web.StreamResponse:
-    """POST of one rating under the configured profile (pipeline in the module docstring)."""
+async def _gate(request: web.Request) -> tuple[web.StreamResponse | None, Any, bytes]:
+    """Steps 1–4 of the pipeline: (fault response or None, the fault draw, the body)."""
     state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
-    faults, profile, store = state.faults, state.profile, state.store
-
+    faults = state.faults
     remaining = faults.outage_remaining()
     if remaining > 0:
         return _fault(state, "outage", 503, "省平台维护中，请稍后重试 (province unavailable, retry later)",
-                      {"Retry-After": retry_after(remaining)})
+                      {"Retry-After": retry_after(remaining)}), None, b""
     if faults.rate_limited():
         return _fault(state, "rate_limited", 429, "请求过于频繁 (too many requests)",
-                      {"Retry-After": retry_after(1.0)})
+                      {"Retry-After": retry_after(1.0)}), None, b""
     if faults.latency_s:
         await asyncio.sleep(faults.latency_s)
     body = await request.read()
     draw = faults.draw()
     if draw.fail:
-        return _fault(state, "fail", 500, "省平台内部错误 (injected server error)")
+        return _fault(state, "fail", 500, "省平台内部错误 (injected server error)"), draw, body
     if draw.timeout:
-        store.count("fault:timeout")
+        state.store.count("fault:timeout")
         log.info("fault timeout: holding %.1f s", faults.hold_s)
         # The client normally gives up first; aiohttp then cancels this handler.
         await asyncio.sleep(faults.hold_s)
         return _json(504, {"error": "timeout", "message": "处理超时 (injected timeout)"},
-                     {"X-Fault": "timeout"})
+                     {"X-Fault": "timeout"}), draw, body
+    return None, draw, body
+
+
+def _dropped(state: _State, request: web.Request, what: str) -> web.Response:
+    """Step 7: the record is stored; the client never hears so."""
+    state.store.count("fault:drop")
+    log.info("fault drop: %s stored, closing the connection without a reply", what)
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=200)  # never written: the transport is gone
+
+
+async def handle_upload(request: web.Request) -> web.StreamResponse:
+    """POST of one rating under the configured profile (pipeline in the module docstring)."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    profile, store = state.profile, state.store
+    fault, draw, body = await _gate(request)
+    if fault is not None:
+        return fault
 
     try:
         state.auth.check(request.headers, body)
@@ -162,12 +204,17 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
         _check_content_type(request, profile)
         fields = profile.parse(body)
         rating = profile.validate(fields, time.time())
+        if profile.name == SD:
+            check_prefix(rating.project_no, "projectno", state.config.province_prefix)
+            if not store.has_service(rating.project_no, rating.service_number or 0):
+                raise Rejection("no_service", NO_SERVICE)
         outcome = store.accept(key, profile.name, rating)
         if outcome == "duplicate_assessment":
+            platform = f"{DUPLICATE_RATING} " if profile.name == SD else ""
             raise Rejection("duplicate_assessment",
-                            f"办件 {rating.project_no} 第{rating.assess_number}次评价已存在（一次一评）"
-                            f"(case already rated for assessNumber {rating.assess_number})",
-                            kind="conflict")
+                            f"{platform}办件 {rating.project_no} 第{rating.assess_number}次评价已存在"
+                            f"（一次一评）(case already rated for assessNumber "
+                            f"{rating.assess_number})", kind="conflict")
         if outcome == "idempotency_conflict":
             raise Rejection("idempotency_conflict",
                             f"{HEADER_IDEMPOTENCY} 已用于内容不同的评价 (same key was accepted "
@@ -181,13 +228,85 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
     log.info("%s key=%s project=%s#%d level=%d", outcome, key, rating.project_no,
              rating.assess_number, rating.gb_level)
     if draw.drop:
-        store.count("fault:drop")
-        log.info("fault drop: %s stored, closing the connection without a reply", key)
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-        return web.Response(status=200)  # never written: the transport is gone
+        return _dropped(state, request, key)
     return _reply(profile.success(outcome, key), outcome)
+
+
+async def handle_sd_service(request: web.Request) -> web.StreamResponse:
+    """sd-epoint-json: POST of a case's service record (before its rating)."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    profile, store = state.profile, state.store
+    fault, draw, body = await _gate(request)
+    if fault is not None:
+        return fault
+    try:
+        state.auth.check(request.headers, body)
+        _check_content_type(request, profile)
+        fields = parse_sd(body)
+        project_no, number = validate_service(fields, time.time(), state.config.province_prefix,
+                                              (6, 12))
+        (outcome,) = store.add_batch(SD, [(project_no, number, fields)], [])
+        if outcome == "duplicate":
+            raise Rejection("duplicate_service", DUPLICATE_SERVICE)
+    except Rejection as rej:
+        store.count(f"rejected:{rej.reason}")
+        return _reply(profile.reject(rej), "rejected", rej.reason)
+    if draw.drop:
+        return _dropped(state, request, f"service {project_no}#{number}")
+    return _reply(profile.success("accepted", ""), "accepted")
+
+
+async def handle_sd_catalogue(request: web.Request) -> web.StreamResponse:
+    """sd-epoint-json: the reason tags of one grade."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    body = await request.read()
+    try:
+        state.auth.check(request.headers, body)
+        grade = str(parse_sd(body).get("grade", ""))
+        if grade not in ("1", "2", "3", "4", "5"):
+            raise F.bad_value("grade", "1/2/3/4/5")
+    except Rejection as rej:
+        return _reply(state.profile.reject(rej), "rejected", rej.reason)
+    return _json(200, {"status": {"code": "200", "text": ""}, "custom": {
+        "code": "1", "text": "成功", "evalDetail": state.tags.grades.get(int(grade), [])}})
+
+
+async def handle_national(request: web.Request) -> web.StreamResponse:
+    """national-sm2: a batch of service records or ratings in the SM2 envelope."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    fault, draw, body = await _gate(request)
+    if fault is not None:
+        return fault
+    envelope, store, now = state.envelope, state.store, time.time()
+    assert envelope is not None
+    try:
+        records = envelope.records(envelope.open(body, now))
+    except EnvelopeError as err:
+        store.count(f"rejected:{err.reason}")
+        log.info("envelope refused: %s", err.reason)
+        return _json(200, national.refusal(err), {"X-Result": "rejected",
+                                                  "X-Reject-Reason": err.reason})
+    if request.path == national.SERVICE_PATH:
+        results = national.take_services(store, records, now, state.config.echo_values)
+    else:
+        results = national.take_ratings(store, records, now, state.tags,
+                                        state.config.echo_values)
+    answer = national.reply(results)
+    if draw.drop:
+        return _dropped(state, request, f"{len(records)} records")
+    return _json(200, answer, {"X-Result": "accepted" if answer["code"] == "0" else "partial"})
+
+
+async def handle_national_catalogue(request: web.Request) -> web.StreamResponse:
+    """national-sm2: the reason tags of one grade (signed envelope, params.grade)."""
+    state: _State = request.app[STATE_KEY]  # type: ignore[assignment]
+    envelope = state.envelope
+    assert envelope is not None
+    try:
+        params = envelope.open(await request.read(), time.time())
+    except EnvelopeError as err:
+        return _json(200, national.refusal(err), {"X-Reject-Reason": err.reason})
+    return _json(200, national.catalogue(params, state.tags))
 
 
 async def handle_stats(request: web.Request) -> web.Response:
@@ -204,7 +323,8 @@ async def handle_records(request: web.Request) -> web.Response:
         fields = record["fields"]
         for name in state.profile.sensitive:
             if isinstance(fields.get(name), str):
-                masker = idcodes.mask_name if name in ("userName", "rater") else idcodes.mask_id
+                masker = idcodes.mask_name if name in ("userName", "rater", "name") \
+                    else idcodes.mask_id
                 fields[name] = masker(fields[name])
     return _json(200, {"profile": state.profile.name, "count": len(records), "records": records})
 
@@ -221,7 +341,15 @@ def build_app(config: ServerConfig) -> web.Application:
     state = _State(config)
     app = web.Application(client_max_size=_MAX_BODY)
     app[STATE_KEY] = state
-    app.router.add_post(state.profile.path, handle_upload)
+    if state.profile.name == NATIONAL:
+        app.router.add_post(national.SERVICE_PATH, handle_national)
+        app.router.add_post(national.RATING_PATH, handle_national)
+        app.router.add_post(national.CATALOGUE_PATH, handle_national_catalogue)
+    else:
+        app.router.add_post(state.profile.path, handle_upload)
+    if state.profile.name == SD:
+        app.router.add_post(SD_SERVICE_PATH, handle_sd_service)
+        app.router.add_post(SD_CATALOGUE_PATH, handle_sd_catalogue)
     app.router.add_get("/_stats", handle_stats)
     app.router.add_get("/_records", handle_records)
     app.router.add_get("/_health", handle_health)

@@ -1,7 +1,8 @@
 """Request signing for provinces that want signed uploads (the `hmac` auth mode).
 
-One implementation, used by the reference server to verify and by the edge agent's uploader to
-sign, so the two can never drift apart.
+The reference server's side only: the edge agent signs with its own, separately written code
+(edge_agent/upstream/auth/hmac.py), so a mistake in either cannot cancel itself out. Tests also
+use `auth_headers` to play a client.
 
 The signed message is the UTF-8 app id, the decimal unix timestamp, the nonce and the exact body
 bytes, joined by a single newline each::

@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS records (
     fields        TEXT NOT NULL,
     UNIQUE (project_no, assess_number)
 );
+CREATE TABLE IF NOT EXISTS services (
+    project_no     TEXT NOT NULL,
+    service_number INTEGER NOT NULL,
+    received_at    REAL NOT NULL,
+    fields         TEXT NOT NULL,
+    PRIMARY KEY (project_no, service_number)
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     n    INTEGER NOT NULL
@@ -84,6 +91,46 @@ class Store:
             raise
         return outcome
 
+    def has_service(self, project_no: str, service_number: int) -> bool:
+        """True once the service record of this case and number was accepted."""
+        return self._db.execute("SELECT 1 FROM services WHERE project_no = ? AND"
+                                " service_number = ?", (project_no, service_number)
+                                ).fetchone() is not None
+
+    def add_batch(self, profile: str, services: list[tuple[str, int, dict]],
+                  ratings: list[tuple[str, str, int, int, int, dict]]) -> list[str]:
+        """Store a batch in ONE transaction: service records (project, number, fields) and
+        ratings (key, project, assessNumber, serviceNumber, A.8 level, fields). Outcome per
+        item, services first: accepted | duplicate (service or rating already held) |
+        no_service (the rating's service record is unknown)."""
+        db = self._db
+        out: list[str] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            for project_no, number, fields in services:
+                cur = db.execute("INSERT OR IGNORE INTO services VALUES (?, ?, ?, ?)",
+                                 (project_no, number, now, canonical(fields)))
+                out.append("accepted" if cur.rowcount else "duplicate")
+                if not cur.rowcount:
+                    self._bump(db, "service_duplicates")
+            for key, project_no, assess, service, level, fields in ratings:
+                if not db.execute("SELECT 1 FROM services WHERE project_no = ? AND"
+                                  " service_number = ?", (project_no, service)).fetchone():
+                    out.append("no_service")
+                    continue
+                cur = db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (key, profile, project_no, assess, level, now,
+                                  canonical(fields)))
+                out.append("accepted" if cur.rowcount else "duplicate")
+                if not cur.rowcount:
+                    self._bump(db, "duplicates")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return out
+
     def count(self, name: str) -> None:
         """Add one to counter `name` (e.g. ``rejected:bad_level``, ``fault:outage``)."""
         self._db.execute("BEGIN IMMEDIATE")
@@ -109,12 +156,18 @@ class Store:
         for name, n in db.execute("SELECT name, n FROM counters ORDER BY name"):
             if name == "duplicates":
                 duplicates = n
+            elif name == "service_duplicates":
+                continue
             elif name.startswith("rejected:"):
                 rejected[name[len("rejected:"):]] = n
             elif name.startswith("fault:"):
                 faults[name[len("fault:"):]] = n
+        services = db.execute("SELECT COUNT(*) FROM services").fetchone()[0]
+        service_dups = db.execute("SELECT n FROM counters WHERE name = 'service_duplicates'"
+                                  ).fetchone()
         return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected,
-                "by_level": by_level, "faults": faults}
+                "by_level": by_level, "faults": faults, "services": services,
+                "service_duplicates": service_dups[0] if service_dups else 0}
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Every accepted record keyed by idempotency key, fields unmasked (callers mask)."""

@@ -55,6 +55,9 @@ def agent() -> None:
 def console() -> None:
     from tests.bench import console_bench
     print(console_bench.report())
+def upload_drain() -> None:
+    from tests.bench import upload_bench
+    print(upload_bench.report())
 
 
 BENCHES: dict[str, Callable[[], None]] = {
@@ -65,6 +68,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "mpy-heap": mpy_heap,
     "sim-runtime": sim_runtime,
     "console": console,
+    "upload-drain": upload_drain,
 }
 
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import aiohttp
 
-from edge_agent import binding, profiles
+from edge_agent import binding
+from edge_agent.upstream.profiles.base import RATING, BuildContext, Job, Reasons
+from edge_agent.upstream.registry import get_profile
 from edge_agent.agent import Agent, Tuning
 from edge_agent.config import load_config
 from edge_agent.schema import MIGRATIONS
@@ -42,6 +44,7 @@ LATENCY_SAMPLES = 150
 PHASE_TIMEOUT_S = 20.0       # a phase that takes longer is a hang, not a figure
 FIRST_DEVICE = 1001
 HALL_CODE = "T01"
+GBT = get_profile("gbt39046-json")
 
 
 def _config(tmp: Path, name: str, upstream_url: str) -> Path:
@@ -155,14 +158,15 @@ def _pct(values: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, max(0, int(round(p / 100 * len(xs) + 0.5)) - 1))]
 
 
-async def _post_rating(session: aiohttp.ClientSession, url: str, i: int) -> float:
+async def _post_rating(session: aiohttp.ClientSession, url: str, i: int, ctx: BuildContext
+                       ) -> float:
     """One rating POSTed straight to the province, as the uploader would; seconds round trip."""
-    project_no = f"BENCHBASE{i:05d}"
-    body = profiles.build_body(profiles.GBT, profiles.UploadInput(
-        global_id=f"{HALL_CODE}-base-{i}", level=1, assess_time=time.time(), assess_number=1,
-        reasons=[], flags=8, case={"project_no": project_no}, applicant={"name": "测试1号"},
-        hall_area_code=AREA, area_name="", data_source="001", service_number=""))
-    headers = {"Content-Type": profiles.CONTENT_TYPES[profiles.GBT] + "; charset=utf-8",
+    rating = {"level": 1, "assess_time": time.time(), "assess_number": 1, "reasons": [],
+              "flags": 8, "cat_version": 1}
+    job = Job(RATING, i, f"{HALL_CODE}-base-{i}", 0, {"project_no": f"BENCHBASE{i:05d}"},
+              rating=rating, applicant={"name": "测试1号"})
+    body = GBT.body(RATING, [job], ctx)
+    headers = {"Content-Type": GBT.content_type + "; charset=utf-8",
                "Idempotency-Key": f"{HALL_CODE}-base-{i}"}
     t0 = time.perf_counter()
     async with session.post(url, data=body, headers=headers) as resp:
@@ -178,7 +182,9 @@ async def _latency(cfg: Path, province_url: str, upload_url: str, samples: int
                    ) -> tuple[list[float], list[float]]:
     """(baseline round trips, commit->province delays), seconds, first sample of each dropped
     (it opens the connection)."""
-    agent = Agent(load_config(cfg), Tuning())
+    config = load_config(cfg)
+    agent = Agent(config, Tuning())
+    ctx = BuildContext(config, lambda r: Reasons([]), None)
     await agent.start()
     timeout = aiohttp.ClientTimeout(total=5)
     try:
@@ -199,7 +205,7 @@ async def _latency(cfg: Path, province_url: str, upload_url: str, samples: int
             deadline = time.monotonic() + PHASE_TIMEOUT_S
             reader = agent.reader()
             for i, invite_id in enumerate(invites):
-                base.append(await _post_rating(session, upload_url, i))
+                base.append(await _post_rating(session, upload_url, i, ctx))
                 rseq = i + 1
                 await agent.ingest(FIRST_DEVICE, [rec(rseq, level=1, invite_id=invite_id)],
                                    time.time())

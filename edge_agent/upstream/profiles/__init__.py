@@ -1,0 +1,1 @@
+"""Upstream profiles, one module per province interface (see registry.py for the list)."""
