@@ -167,7 +167,7 @@ class AgentEnd:
             self._out(now, self.session.hello_ack(nonce, {
                 "time": self.time_fn(), "cum": self.rx.cum, "window": self.window,
                 "cat_version": self.cat_version}))
-        elif t == m.RECORDS:
+        elif t == m.RECORDS or t == m.RECORDS_REF:
             if not self.accept:
                 self._out(now, self.session.seal(m.ERROR, {"code": m.E_BUSY,
                                                            "ref_seq": f.seq})[1])
