@@ -1,6 +1,9 @@
 """Case intake: validate a `POST /v1/cases` body and turn it into a row (rater data sealed).
 
 Error messages name the field and the rule, never the submitted value (it may be an ID number).
+Every text field is refused (422 naming it) when it holds a control character (the province
+refuses them, so the rating would be parked later), a lone surrogate (not encodable as UTF-8:
+it could not be stored at all) or a Unicode non-character.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from protocol.messages import MAX_REF
 
 from .idcheck import credit_code_valid, resident_id_valid
 from .privacy import Sealer, mask_cert, mask_name, mask_phone
@@ -23,6 +28,23 @@ _PROJECT_NO = re.compile(r"[0-9A-Za-z-]{1,50}")
 _CODE = re.compile(r"[0-9A-Za-z-]{1,64}")
 _AREA = re.compile(r"\d{6}|\d{9}|\d{12}")
 _PHONE = re.compile(r"1[3-9]\d{9}|0\d{2,3}-?\d{7,8}")
+# a queue ticket's code as its QR holds it: what a waiting-area evaluator can scan and send
+# (SPEC §4.12: printable ASCII without spaces, ≤ 64 bytes)
+TICKET = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REF)
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` may not be stored or sent upstream (None when it may). Names the kind of
+    character and its position, never the text."""
+    for i, ch in enumerate(value):
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            return f"含控制字符 contains a control character at position {i + 1}"
+        if 0xD800 <= o <= 0xDFFF:
+            return f"含孤立代理码元 contains a lone surrogate at position {i + 1}"
+        if 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFE) == 0xFFFE:
+            return f"含非字符 contains a Unicode non-character at position {i + 1}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,7 @@ class CaseInput:
     finished_at: float | None
     promise_type: int
     status: int
+    ticket: str | None = None      # the queue ticket this case was served under, if reported
 
 
 def parse_time(value: Any) -> float:
@@ -75,6 +98,10 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
         if not isinstance(v, str):
             err(path, "应为字符串 must be a string")
             return None
+        problem = text_problem(v)
+        if problem is not None:
+            err(path, problem)
+            return None
         v = v.strip()
         if len(v) > max_len:
             err(path, f"过长 too long (max {max_len})")
@@ -86,7 +113,7 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
 
     def choice(obj: dict, key: str, path: str, allowed: tuple[int, ...]) -> int | None:
         v = obj.get(key)
-        if isinstance(v, str) and v.isdigit():
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 3:
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or v not in allowed:
             err(path, f"应为 must be one of {', '.join(map(str, allowed))}")
@@ -101,7 +128,7 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
             return None
         try:
             return parse_time(v)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             err(path, "时间格式不正确 invalid time: use 'YYYY-MM-DD HH:MM:SS' (China time) or "
                 "ISO 8601 with offset")
             return None
@@ -156,6 +183,8 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
                             what="mobile 1xxxxxxxxxx or landline 0xxx-xxxxxxx")
         app["userProp"] = choice(applicant, "userProp", "applicant.userProp", (1, 2))
 
+    ticket = text(body, "ticket", "ticket", MAX_REF, TICKET, required=False,
+                  what="the ticket's code: printable ASCII without spaces (≤ 64)")
     accepted_at = when(body, "acceptedAt", "acceptedAt")
     promise_type = choice(body, "promiseType", "promiseType", (1, 2))
     status = choice(body, "status", "status", (1, 2, 3))
@@ -169,7 +198,7 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
                      task_name=task_name, dept_code=dept_code, dept_name=dept_name,
                      area_code=area_code, staff_id=staff_id, staff_name=staff_name,
                      applicant=app, accepted_at=accepted_at, finished_at=finished_at,
-                     promise_type=promise_type, status=status), []
+                     promise_type=promise_type, status=status, ticket=ticket), []
 
 
 def masked_applicant(app: dict) -> dict:
@@ -189,4 +218,5 @@ def case_row(case: CaseInput, sealer: Sealer, received_at: float) -> dict:
         "applicant_masked": json.dumps(masked_applicant(case.applicant), ensure_ascii=False),
         "accepted_at": case.accepted_at, "finished_at": case.finished_at,
         "promise_type": case.promise_type, "status": case.status, "received_at": received_at,
+        "ticket": case.ticket,
     }

@@ -1,5 +1,6 @@
-"""Binding rules: by invitation, inferred for unsolicited presses, late cases, one rating per case,
-unbound ratings kept and listed but never uploaded."""
+"""Binding rules: by invitation; unsolicited presses kept unbound by default, inferred only where a
+hall opted in (late cases too); one rating per case; unbound ratings kept and listed but never
+uploaded."""
 from __future__ import annotations
 
 import asyncio
@@ -76,7 +77,7 @@ def test_unsolicited_press_binds_to_latest_unrated_case_inferred(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             await _case(h, gw, "P-OLD", finishedAt=_cst(now - 300))
             await _case(h, gw, "P-NEW", finishedAt=_cst(now - 30))
@@ -97,7 +98,8 @@ def test_unsolicited_press_outside_binding_window_does_not_bind(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path, binding_window_s=600), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, binding_window_s=600,
+                                              unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             await _case(h, gw, "P-STALE", finishedAt=_cst(now - 1200),
                         acceptedAt=_cst(now - 1500))
@@ -110,7 +112,7 @@ def test_late_case_binds_unbound_press_within_window(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             # a press 20 min ago (outside the window) and one 3 min ago, then the case arrives
             await h.agent.ingest(1001, [rec(1, level=1)], now - 1200)
@@ -136,7 +138,7 @@ def test_invited_rating_beats_an_unsolicited_press(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             await h.agent.ingest(1001, [rec(1, level=1)], now - 20)     # before the case
             inv = await _case(h, gw, "P-EXACT", acceptedAt=_cst(now - 300),
