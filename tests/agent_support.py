@@ -82,6 +82,25 @@ def write_client_keys(tmp: Path) -> None:
         kf.chmod(0o600)
 
 
+def clients_toml(biz_windows: str = '"*"') -> str:
+    """The [[clients]] tables of the test clients (keys from write_client_keys)."""
+    return f"""
+[[clients]]
+id = "{BIZ}"
+kind = "business"
+key_file = "clients/{BIZ}.key"
+windows = [{biz_windows}]
+rate_per_min = 6000
+
+[[clients]]
+id = "{QUEUE}"
+kind = "queue"
+key_file = "clients/{QUEUE}.key"
+windows = ["*"]
+rate_per_min = 6000
+"""
+
+
 def write_config(tmp: Path, *, upstream_url: str = "http://127.0.0.1:9/", profile: str =
                  "gbt39046-json", auth: str = "none", extra_upstream: str = "",
                  alerts: str = "", binding_window_s: int = 600, name: str = "hall.toml",
@@ -141,20 +160,7 @@ key_file = "keys/1002.key"
 unsolicited = "{unsolicited}"
 reference_max_age_s = {reference_max_age_s}
 
-[[clients]]
-id = "{BIZ}"
-kind = "business"
-key_file = "clients/{BIZ}.key"
-windows = [{biz_windows}]
-rate_per_min = 6000
-
-[[clients]]
-id = "{QUEUE}"
-kind = "queue"
-key_file = "clients/{QUEUE}.key"
-windows = ["*"]
-rate_per_min = 6000
-
+{clients_toml(biz_windows)}
 [upstream]
 profile = "{profile}"
 url = "{upstream_url}"
