@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="每个窗口办事群众到达平均间隔秒 mean seconds between citizens (5)")
     p.add_argument("--waiting-area", type=int, default=1,
                    help="等候区评价器数量 waiting-area evaluators (1)")
+    p.add_argument("--waiting-share", type=float, default=0.15,
+                   help="改到等候区评价的群众比例 share of citizens who rate in the waiting area "
+                        "(0.15)")
     p.add_argument("--hold", type=float, default=0.0, metavar="S",
                    help="汇总后继续运行 S 秒以便查看 keep the hall running S seconds after the "
                         "summary (0)")
@@ -180,7 +183,9 @@ async def run(args: argparse.Namespace, console: Console, on_summary=None) -> di
             devices.append(VirtualDevice(s.root, s.window, port, phrases, skew_ppm=skew,
                                          seed=args.seed * 100 + i))
         plan = fmod.schedule(kinds, args.duration, args.devices, args.link)
-        hall = Hall(devices, agent_url, CitizenProfile(arrival_s=args.arrival), seed=args.seed,
+        hall = Hall(devices, agent_url, CitizenProfile(arrival_s=args.arrival,
+                                                       waiting_area=args.waiting_share),
+                    seed=args.seed,
                     faults=plan, run_id=time.strftime("%m%d%H%M%S"),
                     broker_restart=broker.restart if broker is not None else None,
                     business=(rundir.BUSINESS_CLIENT, clients[rundir.BUSINESS_CLIENT]),
@@ -351,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)      # CI logs: no 80-column wrapping of the summary
-    if args.devices < 1 or args.duration <= 0 or args.waiting_area < 0 or args.hold < 0:
+    if args.devices < 1 or args.duration <= 0 or args.waiting_area < 0 or args.hold < 0 \
+            or not 0 <= args.waiting_share <= 1:
         console.print("参数错误 bad option: --devices ≥ 1, --duration > 0, --waiting-area ≥ 0, "
                       "--hold ≥ 0")
         return 2

@@ -1,13 +1,16 @@
 """`hcp demo` end to end, as `make demo` runs it: province server, agent (`hcp agent run`),
-six virtual evaluators on pty serial lines (or MQTT through Mosquitto), scripted citizens, and
-faults. Nothing the devices showed as accepted may be lost, every press is accounted for, and
-nothing the demo started may outlive it."""
+six virtual evaluators and a waiting-area evaluator on pty serial lines (or MQTT through
+Mosquitto), scripted citizens, staff and queue system, and faults. Nothing the devices showed as
+accepted may be lost — waiting-area ratings included, each bound through its scanned ticket or
+receipt — every press is accounted for, and nothing the demo started may outlive it."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,9 +71,19 @@ def _check_accounting(s: dict) -> None:
                       "alerts"}
 
 
+def _check_waiting_area(s: dict) -> None:
+    wa = s["waiting_area"]
+    assert wa["devices"] == 1 and s["waiting_area_citizens"] > 0
+    # every citizen who went there rated; each rating found its case through the code scanned
+    assert wa["presses"] > 0 and wa["bound"] == wa["presses"], wa
+    assert s["queue_events"] > 0 and s["queue_errors"] == 0 and s["case_errors"] == 0
+    assert s["agent_url"].startswith("http://127.0.0.1:")
+
+
 def test_demo_with_faults_loses_nothing(tmp_path):
-    s = _demo(tmp_path, "--duration", "20", "--faults", "--seed", "7")
+    s = _demo(tmp_path, "--duration", "20", "--faults", "--seed", "7", "--waiting-share", "0.35")
     _check_accounting(s)
+    _check_waiting_area(s)
     assert s["devices"] == 6
     faults = " ".join(s["faults"])
     assert "power-cut" in faults and "unplug" in faults and "province-outage" in faults
@@ -80,8 +93,9 @@ def test_demo_with_faults_loses_nothing(tmp_path):
 def test_demo_over_mqtt(tmp_path):
     require(services.mosquitto_missing())
     s = _demo(tmp_path, "--duration", "10", "--link", "mqtt", "--faults", "--devices", "4",
-              "--seed", "3")
+              "--seed", "3", "--waiting-share", "0.5")
     _check_accounting(s)
+    _check_waiting_area(s)
     assert s["link"] == "mqtt" and "broker-restart" in s["faults"]
 
 
@@ -89,3 +103,37 @@ def test_demo_says_clearly_when_mqtt_is_unavailable(tmp_path, monkeypatch):
     from simulator import demo
     monkeypatch.setattr(services, "MOSQUITTO", str(tmp_path / "no-mosquitto"))
     assert demo.main(["--link", "mqtt", "--duration", "1"]) == 2
+
+
+def test_demo_hold_keeps_the_hall_running_after_the_summary(tmp_path):
+    """`--hold S`: the JSON summary is written first and names the agent's URL, which answers
+    while the hall keeps running; then everything stops."""
+    out = tmp_path / "summary.json"
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tools.hcp", "demo", "--duration", "5",
+                             "--devices", "2", "--hold", "12", "--json", str(out), "--run-dir",
+                             str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 90
+        while not out.exists():
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < end, "no summary"
+            time.sleep(0.2)
+        time.sleep(0.3)                       # the file is written whole; let it be closed
+        s = json.loads(out.read_text(encoding="utf-8"))
+        assert s["lost"] == 0 and s["waiting_area"]["devices"] == 1
+        assert proc.poll() is None            # still holding
+        with urllib.request.urlopen(s["agent_url"] + "/v1/status", timeout=5) as r:
+            status = json.loads(r.read())
+        assert status["devices"]["configured"] == 3
+        with urllib.request.urlopen(s["agent_url"] + "/healthz", timeout=5) as r:
+            assert r.status == 200
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stdout[-3000:]
+    assert "holding the hall" in stdout
+    assert _leftovers(str(run_dir)) == []
