@@ -16,6 +16,16 @@ def test_openapi_served(tmp_path):
             assert "projectNo" in doc["components"]["schemas"]["Case"]["required"]
             status, health = await http_json("GET", h.url + "/healthz")
             assert status == 200 and health == {"ok": True}
+            # every route the app serves is in the document, with its method
+            import re
+            from edge_agent.http_api import make_app
+            documented = {(re.sub(r"\{[^}]+\}", "{}", path), method.upper())
+                          for path, ops in doc["paths"].items() for method in ops}
+            for route in make_app(h.agent).router.routes():
+                if route.method == "HEAD" or route.resource.canonical == "/openapi.json":
+                    continue
+                key = (re.sub(r"\{[^}]+\}", "{}", route.resource.canonical), route.method)
+                assert key in documented, key
     asyncio.run(scenario())
 
 
