@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 import sqlite_utils
 
-from . import binding, intake_audit, queries, queue_events
+from . import binding, intake_audit, invitations, queries, queue_events
 from .alerts import AlertDispatcher, MqttPublisher
 from .cases import CaseInput, case_row, validate_case
 from .clients import ClientRegistry
@@ -454,28 +453,8 @@ class Agent:
             ev_q, ev_a, no_invite = queue_events.link_case(db, ctx, case_id, case.ticket, now)
             if no_invite:
                 return True, None, device_id, [], ev_q, ev_a
-            superseded = []
-            if device_id is not None:
-                # one invitation on a device at a time: older open ones are superseded (a press
-                # that still carries one binds to its case all the same)
-                open_rows = db.execute(
-                    "SELECT invite_id, case_id FROM invitations WHERE device_id = ? AND state IN"
-                    " ('sent', 'waiting') AND expires_at > ?", (device_id, now)).fetchall()
-                superseded = [r[0] for r in open_rows]
-                db.execute("UPDATE invitations SET state = 'superseded' WHERE device_id = ? AND"
-                           " state IN ('sent', 'waiting')", (device_id,))
-                # their cases can no longer be answered by invitation: late binding may apply
-                late_q, late_a = binding.bind_cases_late(db, ctx, [r[1] for r in open_rows], now)
-            else:
-                late_q, late_a = [], []
-            while True:
-                invite_id = secrets.randbelow(2 ** 32 - 1) + 1  # u32, never 0 (= unsolicited)
-                if not db.execute("SELECT 1 FROM invitations WHERE invite_id = ?",
-                                  (invite_id,)).fetchone():
-                    break
-            db.execute("INSERT INTO invitations(invite_id, case_id, device_id, created_at,"
-                       " expires_at, state) VALUES (?, ?, ?, ?, ?, 'waiting')",
-                       (invite_id, case_id, device_id, now, now + lifetime))
+            invite_id, superseded, late_q, late_a = invitations.open_invitation(
+                db, ctx, device_id, case_id, None, lifetime, now)
             queued, alerted = binding.bind_late(db, ctx, case_id, now)
             return (True, invite_id, device_id, superseded, ev_q + late_q + queued,
                     ev_a + late_a + alerted)

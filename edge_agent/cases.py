@@ -78,6 +78,49 @@ def parse_time(value: Any) -> float:
     return dt.timestamp()
 
 
+def check_text(errors: list[dict], obj: dict, key: str, path: str, max_len: int,
+               pattern: re.Pattern | None = None, required: bool = True, what: str = ""
+               ) -> str | None:
+    """`obj[key]` as a clean, stripped string, or None with an error for `path` appended."""
+    v = obj.get(key)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        if required:
+            errors.append({"field": path, "error": "必填 required"})
+        return None
+    if not isinstance(v, str):
+        errors.append({"field": path, "error": "应为字符串 must be a string"})
+        return None
+    problem = text_problem(v)
+    if problem is not None:
+        errors.append({"field": path, "error": problem})
+        return None
+    v = v.strip()
+    if len(v) > max_len:
+        errors.append({"field": path, "error": f"过长 too long (max {max_len})"})
+        return None
+    if pattern is not None and not pattern.fullmatch(v):
+        errors.append({"field": path,
+                       "error": f"格式不正确 invalid format{': ' + what if what else ''}"})
+        return None
+    return v
+
+
+def check_time(errors: list[dict], obj: dict, key: str, path: str, required: bool = True
+               ) -> float | None:
+    """`obj[key]` as unix seconds (parse_time), or None with an error for `path` appended."""
+    v = obj.get(key)
+    if v is None:
+        if required:
+            errors.append({"field": path, "error": "必填 required"})
+        return None
+    try:
+        return parse_time(v)
+    except (ValueError, TypeError, OverflowError):
+        errors.append({"field": path, "error": "时间格式不正确 invalid time: use 'YYYY-MM-DD "
+                       "HH:MM:SS' (China time) or ISO 8601 with offset"})
+        return None
+
+
 def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[dict]]:
     """Check every field; returns (case, []) or (None, [{"field", "error"}, ...])."""
     errors: list[dict] = []
@@ -90,26 +133,7 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
 
     def text(obj: dict, key: str, path: str, max_len: int, pattern: re.Pattern | None = None,
              required: bool = True, what: str = "") -> str | None:
-        v = obj.get(key)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            if required:
-                err(path, "必填 required")
-            return None
-        if not isinstance(v, str):
-            err(path, "应为字符串 must be a string")
-            return None
-        problem = text_problem(v)
-        if problem is not None:
-            err(path, problem)
-            return None
-        v = v.strip()
-        if len(v) > max_len:
-            err(path, f"过长 too long (max {max_len})")
-            return None
-        if pattern is not None and not pattern.fullmatch(v):
-            err(path, f"格式不正确 invalid format{': ' + what if what else ''}")
-            return None
-        return v
+        return check_text(errors, obj, key, path, max_len, pattern, required, what)
 
     def choice(obj: dict, key: str, path: str, allowed: tuple[int, ...]) -> int | None:
         v = obj.get(key)
@@ -121,17 +145,7 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
         return v
 
     def when(obj: dict, key: str, path: str, required: bool = True) -> float | None:
-        v = obj.get(key)
-        if v is None:
-            if required:
-                err(path, "必填 required")
-            return None
-        try:
-            return parse_time(v)
-        except (ValueError, TypeError, OverflowError):
-            err(path, "时间格式不正确 invalid time: use 'YYYY-MM-DD HH:MM:SS' (China time) or "
-                "ISO 8601 with offset")
-            return None
+        return check_time(errors, obj, key, path, required)
 
     window = text(body, "window", "window", 32)
     if window is not None and window not in windows:

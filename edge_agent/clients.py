@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 from .config import CLIENT_KINDS, Client, Config, ConfigError, load_config
+from .hall_file import HallFileError, append_block, remove_table, toml_str
 
 log = logging.getLogger("edge_agent.clients")
 
 RELOAD_CHECK_S = 1.0
 KEY_DIR = "clients"
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_HEADER = re.compile(r"^\s*\[")
 
 
 class ClientError(Exception):
@@ -87,44 +87,6 @@ class ClientRegistry:
 # ---------------------------------------------------------------- hall.toml editing (CLI)
 
 
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _blocks(lines: list[str]) -> list[tuple[int, int, str | None]]:
-    """(start, end, id) of every [[clients]] table in the file's lines."""
-    out = []
-    i = 0
-    while i < len(lines):
-        if lines[i].strip() == "[[clients]]":
-            j = i + 1
-            cid = None
-            while j < len(lines) and not _HEADER.match(lines[j]):
-                m = re.match(r'\s*id\s*=\s*"([^"]*)"', lines[j])
-                if m:
-                    cid = m.group(1)
-                j += 1
-            out.append((i, j, cid))
-            i = j
-        else:
-            i += 1
-    return out
-
-
-def _write_checked(config_path: Path, text: str) -> Config:
-    """Replace hall.toml with `text` (same mode, atomic rename) only if it still loads."""
-    tmp = config_path.with_name(config_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        os.chmod(tmp, config_path.stat().st_mode & 0o777)
-        cfg = load_config(tmp)
-    except ConfigError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, config_path)
-    return cfg
-
-
 def add_client(config_path: str | os.PathLike, client_id: str, kind: str, windows: list[str],
                rate_per_min: int = 600) -> tuple[Client, str]:
     """Make a key (key file 0600 beside hall.toml, under clients/) and add the client to
@@ -151,18 +113,15 @@ def add_client(config_path: str | os.PathLike, client_id: str, kind: str, window
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text += "\n"
-    text += (f"\n[[clients]]\nid = {_toml_str(client_id)}\nkind = {_toml_str(kind)}\n"
-             f"key_file = {_toml_str(KEY_DIR + '/' + client_id + '.key')}\n"
-             f"windows = [{', '.join(_toml_str(w) for w in windows)}]\n"
+    block = (f"\n[[clients]]\nid = {toml_str(client_id)}\nkind = {toml_str(kind)}\n"
+             f"key_file = {toml_str(KEY_DIR + '/' + client_id + '.key')}\n"
+             f"windows = [{', '.join(toml_str(w) for w in windows)}]\n"
              f"rate_per_min = {int(rate_per_min)}\n")
     try:
-        new = _write_checked(path, text)
-    except ConfigError as exc:
+        new = append_block(path, block)
+    except HallFileError as exc:
         key_file.unlink(missing_ok=True)
-        raise ClientError(f"未添加 not added: {exc.key}: {exc.problem}") from None
+        raise ClientError(f"未添加 not added: {exc}") from None
     client = new.client(client_id)
     assert client is not None
     return client, key
@@ -171,21 +130,12 @@ def add_client(config_path: str | os.PathLike, client_id: str, kind: str, window
 def remove_client(config_path: str | os.PathLike, client_id: str) -> Client:
     """Remove the client's table from hall.toml and delete its key file."""
     path = Path(config_path)
-    cfg = load_config(path)
-    client = cfg.client(client_id)
+    client = load_config(path).client(client_id)
     if client is None:
         raise ClientError(f"无此客户端 no client {client_id!r} in {path}")
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    found = [b for b in _blocks(lines) if b[2] == client_id]
-    if len(found) != 1:
-        raise ClientError(f"无法在 {path} 中定位该客户端 cannot find one [[clients]] table with "
-                          f"id = \"{client_id}\" (written by hand?): edit hall.toml yourself")
-    start, end, _ = found[0]
-    while start > 0 and not lines[start - 1].strip():
-        start -= 1          # the blank line `add` put before it
     try:
-        _write_checked(path, "".join(lines[:start] + lines[end:]))
-    except ConfigError as exc:
-        raise ClientError(f"未删除 not removed: {exc.key}: {exc.problem}") from None
+        remove_table(path, "clients", lambda body: body.get("id") == client_id)
+    except HallFileError as exc:
+        raise ClientError(f"未删除 not removed: {exc}") from None
     Path(client.key_file).unlink(missing_ok=True)
     return client

@@ -29,15 +29,14 @@ themselves and never make up a case.
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
-from . import binding, intake_audit
-from .cases import TICKET, parse_time, text_problem
+from . import binding, intake_audit, invitations
+from .cases import TICKET, check_text, check_time
 
 EVENT_TYPES = ("issued", "called", "started", "finished", "no_show")
 _NEED_WINDOW = ("called", "started", "finished", "no_show")
@@ -69,26 +68,7 @@ def validate_event(body: Any, windows: set[str]) -> tuple[QueueEvent | None, lis
 
     def text(obj: dict, key: str, path: str, max_len: int, pattern: re.Pattern | None = None,
              required: bool = True) -> str | None:
-        v = obj.get(key)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            if required:
-                err(path, "必填 required")
-            return None
-        if not isinstance(v, str):
-            err(path, "应为字符串 must be a string")
-            return None
-        problem = text_problem(v)
-        if problem is not None:
-            err(path, problem)
-            return None
-        v = v.strip()
-        if len(v) > max_len:
-            err(path, f"过长 too long (max {max_len})")
-            return None
-        if pattern is not None and not pattern.fullmatch(v):
-            err(path, "格式不正确 invalid format")
-            return None
-        return v
+        return check_text(errors, obj, key, path, max_len, pattern, required)
 
     event_id = text(body, "eventId", "eventId", 64, _EVENT_ID)
     etype = text(body, "type", "type", 16)
@@ -96,15 +76,7 @@ def validate_event(body: Any, windows: set[str]) -> tuple[QueueEvent | None, lis
         err("type", "应为 must be one of " + ", ".join(EVENT_TYPES))
         etype = None
     ticket = text(body, "ticket", "ticket", 64, TICKET)
-    at = None
-    if body.get("at") is None:
-        err("at", "必填 required")
-    else:
-        try:
-            at = parse_time(body["at"])
-        except (ValueError, TypeError, OverflowError):
-            err("at", "时间格式不正确 invalid time: use 'YYYY-MM-DD HH:MM:SS' (China time) or "
-                "ISO 8601 with offset")
+    at = check_time(errors, body, "at", "at")
     window = text(body, "window", "window", 32, required=etype in _NEED_WINDOW)
     if window is not None and window not in windows:
         err("window", "未配置的窗口 window is not configured in hall.toml")
@@ -136,31 +108,6 @@ def ticket_for(db: sqlite_utils.Database, code: str, now: float, create: bool = 
         return None
     return db.execute("INSERT INTO tickets(ticket, state, created_at) VALUES (?, 'issued', ?)",
                       (code, now)).lastrowid
-
-
-def open_invitation(db: sqlite_utils.Database, ctx: binding.BindContext, device_id: int,
-                    case_id: int | None, ticket_id: int | None, lifetime_s: int, now: float
-                    ) -> tuple[int, list[int], list[int], list[int]]:
-    """A new invitation on `device_id` (for a case, or a ticket whose case is not known yet).
-    One invitation on a device at a time: older open ones are superseded (a press that still
-    carries one binds all the same). Returns (invite id, superseded invite ids, rating ids
-    queued, rating ids alerted) — the last two from late binding of superseded cases."""
-    open_rows = db.execute(
-        "SELECT invite_id, case_id FROM invitations WHERE device_id = ? AND state IN"
-        " ('sent', 'waiting') AND expires_at > ?", (device_id, now)).fetchall()
-    db.execute("UPDATE invitations SET state = 'superseded' WHERE device_id = ? AND"
-               " state IN ('sent', 'waiting')", (device_id,))
-    queued, alerted = binding.bind_cases_late(
-        db, ctx, [r[1] for r in open_rows if r[1] is not None], now)
-    while True:
-        invite_id = secrets.randbelow(2 ** 32 - 1) + 1  # u32, never 0 (= unsolicited)
-        if not db.execute("SELECT 1 FROM invitations WHERE invite_id = ?",
-                          (invite_id,)).fetchone():
-            break
-    db.execute("INSERT INTO invitations(invite_id, case_id, ticket_id, device_id, created_at,"
-               " expires_at, state) VALUES (?, ?, ?, ?, ?, ?, 'waiting')",
-               (invite_id, case_id, ticket_id, device_id, now, now + lifetime_s))
-    return invite_id, [r[0] for r in open_rows], queued, alerted
 
 
 @dataclass
@@ -243,7 +190,7 @@ def _open_service(db, ctx, out: Applied, tid: int, called_window: str | None,
         return
     staff = db.execute("SELECT staff_id, staff_name FROM tickets WHERE id = ?",
                        (tid,)).fetchone()
-    invite_id, superseded, queued, alerted = open_invitation(db, ctx, device_id, case_id, tid,
+    invite_id, superseded, queued, alerted = invitations.open_invitation(db, ctx, device_id, case_id, tid,
                                                              lifetime_s, now)
     out.service_opened = True
     out.invite_id, out.device_id, out.superseded = invite_id, device_id, tuple(superseded)

@@ -223,12 +223,7 @@ class Window:
         return max(0, min(4, left))
 
     async def _wait(self, cond: Callable[[], bool], seconds: float) -> bool:
-        end = time.monotonic() + seconds
-        while not cond():
-            if time.monotonic() >= end:
-                return False
-            await asyncio.sleep(0.03)
-        return True
+        return await _wait_until(cond, seconds)
 
 
 class WaitingArea:

@@ -251,6 +251,14 @@ async def wait_for(pred, timeout: float = 20.0, interval: float = 0.05) -> Any:
         await asyncio.sleep(interval)
 
 
+async def upload_tried(h: Any) -> None:
+    """Wait until the agent's uploader has tried every job (the province may be absent).
+    Stopping an agent the instant its uploader was woken can hang on Python 3.11: the uploader
+    sleeps in asyncio.wait_for, which may swallow the cancellation (gh-86296) — an uploader
+    matter, noted for its owners; tests that bind a rating and stop at once wait for this."""
+    await wait_for(lambda: h.q("SELECT MIN(attempts) FROM outbox") not in ([(0,)], [(None,)]))
+
+
 async def http_json(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s:
         async with s.request(method, url, json=body) as r:

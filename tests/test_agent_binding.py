@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from tests.agent_support import (RecordingGateway, case_body, http_json, rec, run_cli,
-                                 running_agent, wait_for, write_config)
+                                 running_agent, upload_tried, wait_for, write_config)
 
 
 def _row(h, device_id, rseq):
@@ -254,7 +254,7 @@ def test_inference_is_opted_in_per_window(tmp_path):
             await h.agent.ingest(1002, [rec(1, level=2)], now)
             assert _row(h, 1001, 1)[:2] == ("unbound", "unsolicited")       # hall default
             assert _row(h, 1002, 1) == ("inferred", None, "P-A02", 1, 1)    # A02 opted in
-            await _wait_upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
 
 
@@ -294,11 +294,5 @@ def test_misuse_signals_per_window_and_staff(tmp_path):
             assert 'hcp_window_presses_total{window="A01",kind="unsolicited"} 2' in text
             assert 'hcp_window_presses_total{window="A01",kind="too_fast"} 1' in text
             assert 'hcp_staff_presses_total{staff="S001",kind="unsolicited"} 2' in text
-            await _wait_upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
-
-
-async def _wait_upload_tried(h) -> None:
-    """Wait until the uploader tried (no province here): stopping the agent the instant its
-    uploader was woken can hang on Python 3.11 (asyncio.wait_for, gh-86296)."""
-    await wait_for(lambda: h.q("SELECT MIN(attempts) FROM outbox") not in ([(0,)], [(None,)]))

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from tests.agent_support import (RecordingGateway, case_body, http_json, rec, running_agent,
-                                 wait_for, write_config)
+                                 upload_tried, write_config)
 
 
 def _cst(ts: float) -> str:
@@ -70,7 +70,7 @@ def test_finish_opens_the_service_and_the_rating_binds_when_the_case_names_the_t
             assert _rating(h, 1001, 1) == ("ticket", None, "P-Q-1", 1)
             assert case["ticket"] == "20261121A023"
             assert case["invitations"][0]["inviteId"] == invite
-            await _upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
 
 
@@ -89,15 +89,9 @@ def test_case_first_then_finish_invites_once_and_binds_by_invitation(tmp_path):
             assert reply["note"] == "already_invited" and len(gw.invites) == 1
             await h.agent.ingest(1001, [rec(1, level=1, invite_id=invite)], time.time())
             assert _rating(h, 1001, 1) == ("invitation", None, "P-Q-2", 1)
-            await _upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
 
-
-async def _upload_tried(h) -> None:
-    """Wait until the uploader has tried the job (no province here). Stopping the agent in the
-    instant its uploader is woken can hang on Python 3.11 (asyncio.wait_for may swallow the
-    cancellation, gh-86296) — an uploader matter, noted for its owners."""
-    await wait_for(lambda: h.q("SELECT MIN(attempts) FROM outbox") not in ([(0,)], [(None,)]))
 
 
 def test_no_service_without_a_call_to_that_window_and_events_are_idempotent(tmp_path):

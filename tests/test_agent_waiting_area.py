@@ -8,8 +8,8 @@ import asyncio
 import time
 
 from protocol.messages import Record
-from tests.agent_support import (RecordingGateway, case_body, rec, running_agent, wait_for,
-                                 write_config)
+from tests.agent_support import (RecordingGateway, case_body, rec, running_agent,
+                                 upload_tried, wait_for, write_config)
 
 WA = 1003     # the waiting-area evaluator of write_config(waiting_area=True)
 
@@ -63,7 +63,7 @@ def test_scanned_receipt_binds_its_case_once_and_withdraws_the_window_invitation
             from edge_agent import queries
             wa = queries.waiting_area(h.agent.reader())
             assert wa == {"ratings": 2, "bound": 1, "unbound": {"already_rated": 1}}
-            await _upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
 
 
@@ -84,7 +84,7 @@ def test_unknown_reference_is_kept_and_binds_when_its_case_is_reported(tmp_path)
             assert status == 201 and case["rated"] is True and case["invitations"] == []
             assert len(gw.invites) == invites
             assert _row(h, 1) == ("reference", None, "P-WA-LATE", "P-WA-LATE", 1)
-            await _upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
 
 
@@ -112,7 +112,7 @@ def test_ticket_code_resolves_through_the_ticket_to_its_case(tmp_path):
             await h.post_case(case_body("P-WA-T2", window="A02", ticket="20261121C008"))
             await h.agent.ingest(WA, [scanned(2, "20261121C008")], now)
             assert _row(h, 2)[:3] == ("reference", None, "P-WA-T2")
-            await _upload_tried(h)
+            await upload_tried(h)
     asyncio.run(scenario())
 
 
@@ -133,9 +133,3 @@ def test_too_old_and_unknown_device_are_kept_with_their_reason(tmp_path):
             assert _row(h, 1, 7777)[:2] == ("unbound", "unknown_device")
             assert h.q("SELECT COUNT(*) FROM outbox") == [(0,)]
     asyncio.run(scenario())
-
-
-async def _upload_tried(h) -> None:
-    """Wait until the uploader tried (no province here): stopping the agent the instant its
-    uploader was woken can hang on Python 3.11 (asyncio.wait_for, gh-86296)."""
-    await wait_for(lambda: h.q("SELECT MIN(attempts) FROM outbox") not in ([(0,)], [(None,)]))
