@@ -75,10 +75,10 @@ def load(config_path: str | os.PathLike[str]) -> Config:
                             ) from None
 
 
-def check_new_device(cfg: Config, dev_id: int, window: str, key: bytes | None) -> bool:
+def check_new_device(cfg: Config, dev_id: int, window: str | None, key: bytes | None) -> bool:
     """Refuse an id or key registered to another device. True when `dev_id` is already
     registered with exactly this key (re-provisioning the same device: nothing to register)."""
-    if cfg.window(window) is None:
+    if window is not None and cfg.window(window) is None:
         raise RegistryError(f"未知窗口 unknown window {window!r}; configured: "
                             f"{', '.join(w.id for w in cfg.windows)} (add it to "
                             f"{cfg.source_path} first)")
@@ -108,10 +108,11 @@ def check_new_device(cfg: Config, dev_id: int, window: str, key: bytes | None) -
     return same
 
 
-def devices_block(dev_id: int, window: str, link: str, port: str | None, key_file: Path) -> str:
-    """The [[devices]] TOML block registering one device."""
-    lines = ["", "[[devices]]", f"id = {dev_id}", f"window = {toml_str(window)}",
-             f"link = {toml_str(link)}"]
+def devices_block(dev_id: int, window: str | None, link: str, port: str | None,
+                  key_file: Path) -> str:
+    """The [[devices]] TOML block registering one device (window None: a waiting-area one)."""
+    place = f"window = {toml_str(window)}" if window is not None else 'role = "waiting_area"'
+    lines = ["", "[[devices]]", f"id = {dev_id}", place, f"link = {toml_str(link)}"]
     if port:
         lines.append(f"port = {toml_str(port)}")
     lines.append(f"key_file = {toml_str(str(key_file))}")
@@ -134,7 +135,7 @@ def default_keys_dir(cfg: Config) -> Path:
     return Path(cfg.source_path or ".").parent / "keys"
 
 
-def register(config_path: str | os.PathLike[str], dev_id: int, window: str, link: str,
+def register(config_path: str | os.PathLike[str], dev_id: int, window: str | None, link: str,
              port: str | None, key: bytes, keys_dir: Path | None = None) -> Path:
     """Write the key file (0600) and append the device to hall.toml; returns the key file path.
     Checks again under the same rules as check_new_device (the file may have changed)."""
