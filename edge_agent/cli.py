@@ -199,8 +199,8 @@ def _dispatch(args: Any, cfg: Config, db: Any) -> int:
                 r["firmware"] = r["info"].get("firmware", "")
                 r["backlog"] = r["info"].get("backlog", "")
                 r["clock"] = r["info"].get("clock", "")
-            _print_table(rows, ["deviceId", "window", "online", "lastSeen", "firmware", "clock",
-                                "backlog", "cumAck", "ratingsStored"])
+            _print_table(rows, ["deviceId", "window", "role", "online", "lastSeen", "firmware",
+                                "clock", "backlog", "cumAck", "ratingsStored"])
         return 0
     if args.cmd == "unbound":
         rows = queries.unbound_ratings(db)

@@ -190,7 +190,8 @@ class Gate:
                           f"more than {MAX_SKEW_S} s from the agent's clock: sign each request "
                           "when sending it, and keep the clock synchronised (NTP)")
         want = sign(client.key, request.method, request.raw_path, ts, body)
-        if not hmac.compare_digest(want, sig.strip().lower()):
+        # bytes: compare_digest refuses non-ASCII str, and a header may hold anything
+        if not hmac.compare_digest(want.encode(), sig.strip().lower().encode("utf-8", "replace")):
             raise Refused(401, "bad_signature", "签名不符 signature does not match this client's "
                           "key (check the key, the path and that the body is sent unchanged)")
         self._forget_expired(now)

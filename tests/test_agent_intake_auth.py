@@ -73,8 +73,11 @@ def test_forged_intake_is_refused_and_nothing_is_stored(tmp_path):
             await expect(401, "missing_credentials", b, {"Content-Type": "application/json"})
             # a client id hall.toml does not know
             await expect(401, "unknown_client", b, _signed("intruder", key, b))
-            # the right id with a wrong key
+            # the right id with a wrong key; a signature that is not even hex
             await expect(401, "bad_signature", b, _signed(BIZ, bytes(32), b))
+            await expect(401, "bad_signature", b, {**_signed(BIZ, key, b),
+                                                   "X-HCP-Signature": "签名".encode().decode(
+                                                       "latin-1")})
             # signed, then altered on the way: another projectNo in the body
             h2 = _signed(BIZ, key, b)
             await expect(401, "bad_signature", _body("P-FORGED-2"), h2)
