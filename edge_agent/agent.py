@@ -413,10 +413,8 @@ class Agent:
             return await self._audited(admitted, body, 200, "duplicate", {
                 "created": False, **queries.case_state(self.reader(), case.project_no)})
         if invite_id is not None and device_id is not None:
-            if superseded:
-                await self._cancel(device_id, superseded)
-            await self._send_invite(device_id, invite_id, self.config.invite_lifetime_s,
-                                    case.staff_id, case.staff_name)
+            await self.deliver_invite(device_id, invite_id, superseded, case.staff_id,
+                                      case.staff_name)
         log.info("case received", extra={"projectNo": case.project_no, "window": case.window,
                                          "inviteId": invite_id})
         return 201, {"created": True, **queries.case_state(self.reader(), case.project_no)}
