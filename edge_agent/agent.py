@@ -19,18 +19,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 import sqlite_utils
 
-from . import binding, queries
+from . import binding, intake_audit, invitations, queries, queue_events
 from .alerts import AlertDispatcher, MqttPublisher, RobotTargets
 from .cases import CaseInput, case_row, validate_case
 from .catalogue import ReasonBook
+from .clients import ClientRegistry
 from .config import Config
+from .intake_auth import MAX_SKEW_S, Gate
 from .privacy import Sealer
 from .store import Writer, connect
 from .upstream import Uploader, jobs as upstream_jobs
@@ -123,7 +124,11 @@ class Agent:
             binding_window_s=config.binding_window_s, alert_targets=tuple(targets),
             window_names={w.id: w.name for w in config.windows},
             reasons=self.reasons,
-            console_url=config.console.public_url if config.console else None)
+            console_url=config.console.public_url if config.console else None,
+            unsolicited={w.id: w.unsolicited for w in config.windows},
+            reference_max_age_s=config.reference_max_age_s)
+        # authenticated intake: the clients of hall.toml (reloaded when it changes)
+        self.gate = Gate(ClientRegistry(config))
         self.uploader = Uploader(config, self.tuning, self.writer, self.reader, self.sealer)
         mqtt = None
         if config.alerts.mqtt_topic and config.broker is not None:
@@ -145,17 +150,20 @@ class Agent:
         """Open storage (migrating), register configured devices, start uploader and alerts."""
         await self.writer.start()
         self._reader = connect(self.config.storage)
-        devices = [(d.id, d.window) for d in self.config.devices]
+        devices = [(d.id, d.window, d.role) for d in self.config.devices]
 
         def op(db):
-            for did, window in devices:
-                db.execute("INSERT INTO devices(device_id, window) VALUES (?, ?)"
-                           " ON CONFLICT(device_id) DO UPDATE SET window = excluded.window",
-                           (did, window))
+            for did, window, role in devices:
+                db.execute("INSERT INTO devices(device_id, window, role) VALUES (?, ?, ?)"
+                           " ON CONFLICT(device_id) DO UPDATE SET window = excluded.window,"
+                           " role = excluded.role", (did, window, role))
             # a restart means no link is up yet; say so where the console shows the reason
             db.execute("UPDATE devices SET online = 0, info = json_set(info, '$.offline_reason',"
                        " 'agent_restart')")
         await self.writer.write(op)
+        for client_id, sig, at in intake_audit.recent_signatures(
+                self._reader, time.time() - 2 * MAX_SKEW_S):
+            self.gate.remember(client_id, sig, at)     # no replay across a restart
         await self.uploader.start()
         await self.alerts.start()
         self._spawn(self._expire_invitations())
@@ -219,6 +227,8 @@ class Agent:
             self.uploader.wake()
         if alerted:
             self.alerts.wake()
+        if any(getattr(r, "ref", None) for r in recs):
+            self._spawn(self._withdraw_rated_invitations())
         if new:
             log.info("records stored", extra={"deviceId": device_id, "new": len(new),
                                               "duplicates": len(dups), "queued": len(queued)})
@@ -319,8 +329,10 @@ class Agent:
     async def _resend_waiting(self, device_id: int) -> None:
         now = time.time()
         rows = self.reader().execute(
-            "SELECT i.invite_id, i.expires_at, c.staff_id, c.staff_name FROM invitations i"
-            " JOIN cases c ON c.id = i.case_id WHERE i.device_id = ? AND i.state = 'waiting'"
+            "SELECT i.invite_id, i.expires_at, COALESCE(c.staff_id, t.staff_id, ''),"
+            " COALESCE(c.staff_name, t.staff_name, '') FROM invitations i"
+            " LEFT JOIN cases c ON c.id = i.case_id LEFT JOIN tickets t ON t.id = i.ticket_id"
+            " WHERE i.device_id = ? AND i.state = 'waiting'"
             " AND i.expires_at > ? ORDER BY i.invite_id", (device_id, now)).fetchall()
         for invite_id, expires_at, staff_id, staff_name in rows:
             await self._send_invite(device_id, invite_id, int(expires_at - time.time()),
@@ -351,6 +363,29 @@ class Agent:
         await self.writer.write(op)
         return state
 
+    async def deliver_invite(self, device_id: int, invite_id: int, superseded: list[int],
+                             staff_id: str, staff_name: str) -> str:
+        """Send a stored invitation (after its COMMIT), cancelling the ones it superseded."""
+        if superseded:
+            await self._cancel(device_id, superseded)
+        return await self._send_invite(device_id, invite_id, self.config.invite_lifetime_s,
+                                       staff_id, staff_name)
+
+    async def _withdraw_rated_invitations(self) -> None:
+        """CANCEL invitations whose case (or ticket) was rated in the waiting area meanwhile
+        (binding marks them 'cancelling'); the device would otherwise still ask for a rating
+        that could only be kept as already rated."""
+        rows = self.reader().execute("SELECT invite_id, device_id FROM invitations WHERE state"
+                                     " = 'cancelling'").fetchall()
+        for invite_id, device_id in rows:
+            if device_id is not None:
+                await self._cancel(device_id, [invite_id])
+        if rows:
+            ids = [r[0] for r in rows]
+            await self.writer.write(lambda db: db.execute(
+                "UPDATE invitations SET state = 'cancelled' WHERE state = 'cancelling' AND"
+                f" invite_id IN ({','.join('?' * len(ids))})", ids))
+
     async def _cancel(self, device_id: int, invite_ids: list[int]) -> None:
         gw = self.gateway_for(device_id)
         if gw is None:
@@ -366,27 +401,47 @@ class Agent:
 
     # ------------------------------------------------------------------ cases
 
-    async def intake_case(self, body: Any) -> tuple[int, dict]:
-        """Handle a `POST /v1/cases` body: (HTTP status, JSON reply). Idempotent on projectNo."""
+    async def intake_case(self, body: Any, admitted: Any = None) -> tuple[int, dict]:
+        """Handle a `POST /v1/cases` body: (HTTP status, JSON reply). Idempotent on projectNo.
+        `admitted` (intake_auth.Admitted) names the client: it must be allowed the case's window,
+        and the report is audited — in the case's own transaction when it is stored."""
+        client = admitted.client if admitted is not None else None
         case, errors = validate_case(body, {w.id for w in self.config.windows})
         if case is None:
-            return 422, {"error": "invalid_case", "message": "案件数据有误 invalid case data",
-                         "fields": errors}
+            return await self._audited(admitted, body, 422, "invalid", {
+                "error": "invalid_case", "message": "案件数据有误 invalid case data",
+                "fields": errors})
+        if client is not None and not client.may_report(case.window):
+            return await self._audited(admitted, body, 403, "window_not_allowed", {
+                "error": "window_not_allowed", "message": "该客户端无权上报此窗口 this client may "
+                "not report for this window (hall.toml clients.windows)",
+                "fields": [{"field": "window", "error": "not allowed for this client"}]})
         now = time.time()
-        created, invite_id, device_id, superseded = await self._store_case(case, now)
+        created, invite_id, device_id, superseded = await self._store_case(case, now, admitted)
         if not created:
-            return 200, {"created": False, **queries.case_state(self.reader(), case.project_no)}
+            return await self._audited(admitted, body, 200, "duplicate", {
+                "created": False, **queries.case_state(self.reader(), case.project_no)})
         if invite_id is not None and device_id is not None:
-            if superseded:
-                await self._cancel(device_id, superseded)
-            await self._send_invite(device_id, invite_id, self.config.invite_lifetime_s,
-                                    case.staff_id, case.staff_name)
+            await self.deliver_invite(device_id, invite_id, superseded, case.staff_id,
+                                      case.staff_name)
         log.info("case received", extra={"projectNo": case.project_no, "window": case.window,
                                          "inviteId": invite_id})
         return 201, {"created": True, **queries.case_state(self.reader(), case.project_no)}
 
-    async def _store_case(self, case: CaseInput, now: float):
+    async def _audited(self, admitted: Any, body: Any, status: int, outcome: str, reply: dict
+                       ) -> tuple[int, dict]:
+        """Audit a report that stored no case (invalid, not allowed, duplicate); return it."""
+        if admitted is not None:
+            ref = body.get("projectNo") if isinstance(body, dict) else None
+            await self.writer.write(lambda db: intake_audit.record(
+                db, admitted.client.id, "cases", status, outcome,
+                ref if isinstance(ref, str) else None, admitted.signature, admitted.remote))
+        return status, reply
+
+    async def _store_case(self, case: CaseInput, now: float, admitted: Any = None):
         row = case_row(case, self.sealer, now)
+        if admitted is not None:
+            row["client_id"] = admitted.client.id
         devices = self.config.window_devices(case.window)
         device_id = devices[0].id if devices else None
         lifetime = self.config.invite_lifetime_s
@@ -398,32 +453,21 @@ class Agent:
                           (case.project_no,)).fetchone():
                 return False, None, device_id, [], [], []
             case_id = db["cases"].insert(row).last_pk
+            if admitted is not None:
+                intake_audit.record(db, admitted.client.id, "cases", 201, "created",
+                                    case.project_no, admitted.signature, admitted.remote, now)
             if needs_service:   # the province wants the case's service record before its rating
                 upstream_jobs.add_service(db, case_id, now)
-            superseded = []
-            if device_id is not None:
-                # one invitation on a device at a time: older open ones are superseded (a press
-                # that still carries one binds to its case all the same)
-                open_rows = db.execute(
-                    "SELECT invite_id, case_id FROM invitations WHERE device_id = ? AND state IN"
-                    " ('sent', 'waiting') AND expires_at > ?", (device_id, now)).fetchall()
-                superseded = [r[0] for r in open_rows]
-                db.execute("UPDATE invitations SET state = 'superseded' WHERE device_id = ? AND"
-                           " state IN ('sent', 'waiting')", (device_id,))
-                # their cases can no longer be answered by invitation: late binding may apply
-                late_q, late_a = binding.bind_cases_late(db, ctx, [r[1] for r in open_rows], now)
-            else:
-                late_q, late_a = [], []
-            while True:
-                invite_id = secrets.randbelow(2 ** 32 - 1) + 1  # u32, never 0 (= unsolicited)
-                if not db.execute("SELECT 1 FROM invitations WHERE invite_id = ?",
-                                  (invite_id,)).fetchone():
-                    break
-            db.execute("INSERT INTO invitations(invite_id, case_id, device_id, created_at,"
-                       " expires_at, state) VALUES (?, ?, ?, ?, ?, 'waiting')",
-                       (invite_id, case_id, device_id, now, now + lifetime))
+            # its queue ticket, and ratings that waited for this case (scanned in the waiting
+            # area, or answering the ticket's service): evidence first, invitation only if needed
+            ev_q, ev_a, no_invite = queue_events.link_case(db, ctx, case_id, case.ticket, now)
+            if no_invite:
+                return True, None, device_id, [], ev_q, ev_a
+            invite_id, superseded, late_q, late_a = invitations.open_invitation(
+                db, ctx, device_id, case_id, None, lifetime, now)
             queued, alerted = binding.bind_late(db, ctx, case_id, now)
-            return (True, invite_id, device_id, superseded, late_q + queued, late_a + alerted)
+            return (True, invite_id, device_id, superseded, ev_q + late_q + queued,
+                    ev_a + late_a + alerted)
 
         created, invite_id, dev, superseded, queued, alerted = await self.writer.write(op)
         if queued or (created and needs_service):

@@ -1,6 +1,9 @@
 """Case intake: validate a `POST /v1/cases` body and turn it into a row (rater data sealed).
 
 Error messages name the field and the rule, never the submitted value (it may be an ID number).
+Every text field is refused (422 naming it) when it holds a control character (the province
+refuses them, so the rating would be parked later), a lone surrogate (not encodable as UTF-8:
+it could not be stored at all) or a Unicode non-character.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from protocol.messages import MAX_REF
 
 from .idcheck import credit_code_valid, resident_id_valid
 from .privacy import Sealer, mask_cert, mask_name, mask_phone
@@ -24,6 +29,23 @@ _CODE = re.compile(r"[0-9A-Za-z-]{1,64}")
 _AREA = re.compile(r"\d{6}|\d{9}|\d{12}")
 _PHONE = re.compile(r"1[3-9]\d{9}|0\d{2,3}-?\d{7,8}")
 _TASK_TYPE = re.compile(r"\d{2}")
+# a queue ticket's code as its QR holds it: what a waiting-area evaluator can scan and send
+# (SPEC §4.12: printable ASCII without spaces, ≤ 64 bytes)
+TICKET = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REF)
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` may not be stored or sent upstream (None when it may). Names the kind of
+    character and its position, never the text."""
+    for i, ch in enumerate(value):
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            return f"含控制字符 contains a control character at position {i + 1}"
+        if 0xD800 <= o <= 0xDFFF:
+            return f"含孤立代理码元 contains a lone surrogate at position {i + 1}"
+        if 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFE) == 0xFFFE:
+            return f"含非字符 contains a Unicode non-character at position {i + 1}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,7 @@ class CaseInput:
     promise_type: int
     status: int
     task_type: str | None = None     # 事项类型 (GB/T 39046 A.1), optional
+    ticket: str | None = None      # the queue ticket this case was served under, if reported
 
 
 def parse_time(value: Any) -> float:
@@ -55,6 +78,49 @@ def parse_time(value: Any) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=CST)
     return dt.timestamp()
+
+
+def check_text(errors: list[dict], obj: dict, key: str, path: str, max_len: int,
+               pattern: re.Pattern | None = None, required: bool = True, what: str = ""
+               ) -> str | None:
+    """`obj[key]` as a clean, stripped string, or None with an error for `path` appended."""
+    v = obj.get(key)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        if required:
+            errors.append({"field": path, "error": "必填 required"})
+        return None
+    if not isinstance(v, str):
+        errors.append({"field": path, "error": "应为字符串 must be a string"})
+        return None
+    problem = text_problem(v)
+    if problem is not None:
+        errors.append({"field": path, "error": problem})
+        return None
+    v = v.strip()
+    if len(v) > max_len:
+        errors.append({"field": path, "error": f"过长 too long (max {max_len})"})
+        return None
+    if pattern is not None and not pattern.fullmatch(v):
+        errors.append({"field": path,
+                       "error": f"格式不正确 invalid format{': ' + what if what else ''}"})
+        return None
+    return v
+
+
+def check_time(errors: list[dict], obj: dict, key: str, path: str, required: bool = True
+               ) -> float | None:
+    """`obj[key]` as unix seconds (parse_time), or None with an error for `path` appended."""
+    v = obj.get(key)
+    if v is None:
+        if required:
+            errors.append({"field": path, "error": "必填 required"})
+        return None
+    try:
+        return parse_time(v)
+    except (ValueError, TypeError, OverflowError):
+        errors.append({"field": path, "error": "时间格式不正确 invalid time: use 'YYYY-MM-DD "
+                       "HH:MM:SS' (China time) or ISO 8601 with offset"})
+        return None
 
 
 def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[dict]]:
@@ -69,26 +135,11 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
 
     def text(obj: dict, key: str, path: str, max_len: int, pattern: re.Pattern | None = None,
              required: bool = True, what: str = "") -> str | None:
-        v = obj.get(key)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            if required:
-                err(path, "必填 required")
-            return None
-        if not isinstance(v, str):
-            err(path, "应为字符串 must be a string")
-            return None
-        v = v.strip()
-        if len(v) > max_len:
-            err(path, f"过长 too long (max {max_len})")
-            return None
-        if pattern is not None and not pattern.fullmatch(v):
-            err(path, f"格式不正确 invalid format{': ' + what if what else ''}")
-            return None
-        return v
+        return check_text(errors, obj, key, path, max_len, pattern, required, what)
 
     def choice(obj: dict, key: str, path: str, allowed: tuple[int, ...]) -> int | None:
         v = obj.get(key)
-        if isinstance(v, str) and v.isdigit():
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 3:
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or v not in allowed:
             err(path, f"应为 must be one of {', '.join(map(str, allowed))}")
@@ -96,17 +147,7 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
         return v
 
     def when(obj: dict, key: str, path: str, required: bool = True) -> float | None:
-        v = obj.get(key)
-        if v is None:
-            if required:
-                err(path, "必填 required")
-            return None
-        try:
-            return parse_time(v)
-        except (ValueError, TypeError):
-            err(path, "时间格式不正确 invalid time: use 'YYYY-MM-DD HH:MM:SS' (China time) or "
-                "ISO 8601 with offset")
-            return None
+        return check_time(errors, obj, key, path, required)
 
     window = text(body, "window", "window", 32)
     if window is not None and window not in windows:
@@ -158,6 +199,8 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
                             what="mobile 1xxxxxxxxxx or landline 0xxx-xxxxxxx")
         app["userProp"] = choice(applicant, "userProp", "applicant.userProp", (1, 2))
 
+    ticket = text(body, "ticket", "ticket", MAX_REF, TICKET, required=False,
+                  what="the ticket's code: printable ASCII without spaces (≤ 64)")
     accepted_at = when(body, "acceptedAt", "acceptedAt")
     promise_type = choice(body, "promiseType", "promiseType", (1, 2))
     status = choice(body, "status", "status", (1, 2, 3))
@@ -174,7 +217,8 @@ def validate_case(body: Any, windows: set[str]) -> tuple[CaseInput | None, list[
                      task_name=task_name, dept_code=dept_code, dept_name=dept_name,
                      area_code=area_code, staff_id=staff_id, staff_name=staff_name,
                      applicant=app, accepted_at=accepted_at, finished_at=finished_at,
-                     promise_type=promise_type, status=status, task_type=task_type), []
+                     promise_type=promise_type, status=status, task_type=task_type,
+                     ticket=ticket), []
 
 
 def masked_applicant(app: dict) -> dict:
@@ -195,4 +239,5 @@ def case_row(case: CaseInput, sealer: Sealer, received_at: float) -> dict:
         "accepted_at": case.accepted_at, "finished_at": case.finished_at,
         "promise_type": case.promise_type, "status": case.status, "received_at": received_at,
         "task_type": case.task_type,
+        "ticket": case.ticket,
     }

@@ -10,6 +10,9 @@
   hcp agent export --from 2026-11-01 --to 2026-11-30 [--format csv|json] [--out F] --config ...
   hcp agent user add NAME --role supervisor|technician|window [--window A01] [--staff-id S001]
   hcp agent user passwd NAME | user disable NAME | user list      (console accounts)
+  hcp agent client add erp-1 --windows A01,A02 [--kind business|queue] --config hall.toml
+  hcp agent client list [--json] --config hall.toml
+  hcp agent client remove erp-1 --config hall.toml
 
 Exit codes: 0 ok, 1 operation failed, 2 bad configuration or usage.
 """
@@ -59,6 +62,28 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("csv", "json"), default="csv")
     ex.add_argument("--out", help="file (default stdout)")
     _user_parser(sub, common)
+    cl = sub.add_parser("client", help="上报客户端（业务系统、排队叫号） intake clients: business "
+                                       "and queue systems")
+    cls = cl.add_subparsers(dest="client_cmd", required=True)
+    ca = cls.add_parser("add", parents=[common], help="添加客户端并生成密钥（只显示一次） add a "
+                        "client and make its key (shown once)",
+                        epilog="example: hcp agent client add erp-1 --windows A01,A02 "
+                               "--config /etc/hcp/hall.toml")
+    ca.add_argument("id", help="client id (letters, digits, . _ -)")
+    ca.add_argument("--kind", choices=("business", "queue"), default="business",
+                    help="business: POST /v1/cases; queue: POST /v1/queue/events")
+    w = ca.add_mutually_exclusive_group(required=True)
+    w.add_argument("--windows", help="可上报的窗口 windows it may report for, e.g. A01,A02")
+    w.add_argument("--all-windows", action="store_true", help="所有窗口 every window")
+    ca.add_argument("--rate-per-min", type=int, default=600, help="速率限制 requests a minute "
+                    "(600)")
+    clist = cls.add_parser("list", parents=[common], help="列出客户端 list clients",
+                           epilog="example: hcp agent client list --config /etc/hcp/hall.toml")
+    clist.add_argument("--json", action="store_true")
+    cr = cls.add_parser("remove", parents=[common], help="删除客户端及其密钥 remove a client and "
+                        "its key", epilog="example: hcp agent client remove erp-1 --config "
+                                          "/etc/hcp/hall.toml")
+    cr.add_argument("id")
     return p
 
 
@@ -222,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "run":
         return _run(cfg)
+    if args.cmd == "client":
+        return _client(args, cfg)
     try:
         # accounts may be set up before the agent's first start: `user` creates the database
         db = _db(cfg, create=args.cmd == "user")
@@ -270,8 +297,8 @@ def _dispatch(args: Any, cfg: Config, db: Any) -> int:
                 r["firmware"] = r["info"].get("firmware", "")
                 r["backlog"] = r["info"].get("backlog", "")
                 r["clock"] = r["info"].get("clock", "")
-            _print_table(rows, ["deviceId", "window", "online", "lastSeen", "firmware", "clock",
-                                "backlog", "cumAck", "ratingsStored"])
+            _print_table(rows, ["deviceId", "window", "role", "online", "lastSeen", "firmware",
+                                "clock", "backlog", "cumAck", "ratingsStored"])
         return 0
     if args.cmd == "unbound":
         rows = queries.unbound_ratings(db)
@@ -318,6 +345,62 @@ def _dispatch(args: Any, cfg: Config, db: Any) -> int:
             sys.stdout.write(text)
         return 0
     return 2
+
+
+def _client(args: Any, cfg: Config) -> int:
+    """`hcp agent client add|list|remove`: one library call each (edge_agent/clients.py)."""
+    from .clients import ClientError, add_client, remove_client
+    try:
+        if args.client_cmd == "add":
+            windows = ["*"] if args.all_windows else [
+                w.strip() for w in args.windows.split(",") if w.strip()]
+            client, key = add_client(args.config, args.id, args.kind, windows,
+                                     args.rate_per_min)
+            print(f"已添加客户端 client added: {client.id} ({client.kind}), windows "
+                  f"{', '.join(client.windows)}, {client.rate_per_min}/min")
+            print(f"密钥文件 key file: {client.key_file} (0600)")
+            print(f"密钥（只显示这一次，交给该系统的管理员） key — shown this once, give it to "
+                  f"that system's administrator:\n{key}")
+            print("运行中的代理几秒内生效 a running agent accepts it within seconds; "
+                  "signing: edge_agent/README.md \"Authenticated intake\"")
+            return 0
+        if args.client_cmd == "remove":
+            client = remove_client(args.config, args.id)
+            print(f"已删除客户端及密钥 removed client {client.id} and its key file; a running "
+                  "agent refuses it within seconds")
+            return 0
+    except ClientError as exc:
+        _err(f"客户端操作失败 client command failed: {exc}")
+        return 1
+    rows = [{"id": c.id, "kind": c.kind, "windows": ",".join(c.windows),
+             "ratePerMin": c.rate_per_min, "keyFile": c.key_file} for c in cfg.clients]
+    if Path(cfg.storage).exists():
+        import time as _time
+        from . import intake_audit
+        from .store import connect
+        import sqlite3
+        db = connect(cfg.storage, readonly=True)
+        try:
+            activity = intake_audit.client_activity(db, _time.time() - 86400)
+        except sqlite3.Error:      # an agent that has not migrated yet: no audit to show
+            activity = {}
+        finally:
+            db.close()
+        for r in rows:
+            a = activity.get(r["id"], {})
+            r["reports24h"] = sum(a.get("outcomes", {}).values())
+            r["lastReport"] = _iso(a.get("last"))
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        _print_table(rows, ["id", "kind", "windows", "ratePerMin", "reports24h", "lastReport",
+                            "keyFile"])
+    return 0
+
+
+def _iso(ts: float | None) -> str | None:
+    from .binding import hall_time
+    return hall_time(ts) if ts else None
 
 
 def _run(cfg: Config) -> int:

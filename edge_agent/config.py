@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 LINKS = ("serial", "mqtt")
+ROLES = ("window", "waiting_area")
+UNSOLICITED = ("keep", "infer")
+CLIENT_KINDS = ("business", "queue")
 
 
 class ConfigError(Exception):
@@ -36,6 +39,7 @@ class Hall:
 class Window:
     id: str
     name: str
+    unsolicited: str = "keep"      # binding of presses with no invitation: "keep" | "infer"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Device:
     port: str | None
     baud: int
     key_file: str
+    role: str = "window"           # "window", or "waiting_area" (no window; binds by scan)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,21 @@ class Console:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A business or queue system allowed to report to the agent (edge_agent/intake_auth.py)."""
+    id: str
+    kind: str                      # "business" (POST /v1/cases) | "queue" (POST /v1/queue/events)
+    key_file: str
+    windows: tuple[str, ...]       # windows it may report for; ("*",) = every window
+    rate_per_min: int
+    key: bytes = field(repr=False)
+
+    def may_report(self, window: str) -> bool:
+        """True when this client may report for `window`."""
+        return "*" in self.windows or window in self.windows
+
+
+@dataclass(frozen=True)
 class Config:
     hall: Hall
     windows: tuple[Window, ...]
@@ -129,6 +149,15 @@ class Config:
     source_path: str | None = None
     catalogue_path: str | None = None
     console: Console | None = None
+    clients: tuple[Client, ...] = ()
+    reference_max_age_s: int = 86400
+
+    def client(self, client_id: str) -> Client | None:
+        """The configured intake client with this id, or None."""
+        for c in self.clients:
+            if c.id == client_id:
+                return c
+        return None
 
     def device(self, device_id: int) -> Device | None:
         """The configured device with this id, or None."""
@@ -408,6 +437,13 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("agent.log_level", "应为 debug/info/warning/error")
 
+    binding_t = _table(data, "binding", required=False) or {}
+    hall_unsolicited = _unsolicited({"binding": binding_t}, "", "keep")
+    ref_age = _get(binding_t, "reference_max_age_s", "binding", int, False, 86400)
+    if not 60 <= ref_age <= 30 * 86400:
+        raise ConfigError("binding.reference_max_age_s", "应在 60 秒到 30 天之间 must be "
+                          "60..2592000 seconds")
+
     windows_raw = _get(data, "windows", "", list)
     if not windows_raw:
         raise ConfigError("windows", "至少配置一个窗口 configure at least one [[windows]]")
@@ -421,7 +457,8 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
             raise ConfigError(f"{path}.id", "只能含字母、数字、-、_ must be letters, digits, - or _")
         if any(x.id == wid for x in windows):
             raise ConfigError(f"{path}.id", f"窗口编号重复 duplicate window id {wid!r}")
-        windows.append(Window(id=wid, name=_nonempty(w, "name", path, False, wid)))
+        windows.append(Window(id=wid, name=_nonempty(w, "name", path, False, wid),
+                              unsolicited=_unsolicited(w, path, hall_unsolicited)))
     window_ids = [w.id for w in windows]
 
     devices: list[Device] = []
@@ -434,8 +471,15 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
             raise ConfigError(f"{path}.id", "应为 1..4294967295 的整数 must be a u32 > 0")
         if any(x.id == did for x in devices):
             raise ConfigError(f"{path}.id", f"设备编号重复 duplicate device id {did}")
-        window = _nonempty(d, "window", path)
-        if window not in window_ids:
+        role = _nonempty(d, "role", path, False, "window")
+        if role not in ROLES:
+            raise ConfigError(f"{path}.role", f"应为 {' 或 '.join(ROLES)} must be one of "
+                              f"{', '.join(ROLES)}")
+        window = _nonempty(d, "window", path, required=(role == "window"))
+        if role == "waiting_area" and window is not None:
+            raise ConfigError(f"{path}.window", "等候区评价器不属于窗口 a waiting_area device has "
+                              "no window: remove `window`")
+        if window is not None and window not in window_ids:
             raise ConfigError(f"{path}.window", f"未知窗口 unknown window {window!r}; "
                               f"configured: {', '.join(window_ids)}")
         link = _nonempty(d, "link", path)
@@ -446,7 +490,7 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
         baud = _get(d, "baud", path, int, False, 115200)
         key_file = _nonempty(d, "key_file", path)
         devices.append(Device(id=did, window=window, link=link, port=port, baud=baud,
-                              key_file=str(_resolve(base, key_file))))
+                              key_file=str(_resolve(base, key_file)), role=role))
 
     broker_t = _table(data, "broker", required=False)
     broker = None
@@ -488,6 +532,8 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
     storage_path = str(_resolve(base, storage))
     console = _console(_table(data, "console", required=False), base, storage_path)
 
+    clients = _clients(data, base, window_ids)
+
     return Config(hall=hall, windows=tuple(windows), devices=tuple(devices), broker=broker,
                   upstream=upstream, storage=storage_path,
                   listen_host=m.group(1), listen_port=int(m.group(2)),
@@ -495,7 +541,8 @@ def parse_config(data: dict, base_dir: str | os.PathLike = ".", source: str | No
                   alerts=Alerts(webhook_url=webhook, mqtt_topic=topic, wecom_webhook=wecom,
                                 dingtalk_webhook=dingtalk, dingtalk_secret=dingtalk_secret),
                   privacy_key=key, log_level=log_level, source_path=source,
-                  catalogue_path=catalogue_path, console=console)
+                  catalogue_path=catalogue_path, console=console, clients=clients,
+                  reference_max_age_s=ref_age)
 
 
 def _console(table: dict | None, base: Path, storage: str) -> Console | None:
@@ -524,6 +571,73 @@ def _console(table: dict | None, base: Path, storage: str) -> Console | None:
     scans_dir = str(_resolve(base, scans)) if scans else str(Path(storage).parent / "paper-scans")
     return Console(listen_host=host, listen_port=port, public_url=public.rstrip("/"),
                    followup_workdays=days, session_hours=float(hours), scans_dir=scans_dir)
+
+
+def _unsolicited(table: dict, path: str, default: str) -> str:
+    """`binding.unsolicited` of a [[windows]] entry (or of the hall's [binding] section)."""
+    b = table.get("binding", {})
+    full = f"{path}.binding" if path else "binding"
+    if not isinstance(b, dict):
+        raise ConfigError(full, "应为表 must be a table")
+    value = _get(b, "unsolicited", full, str, False, default)
+    if value not in UNSOLICITED:
+        raise ConfigError(f"{full}.unsolicited", "应为 keep（保留不绑定）或 infer（推断绑定） "
+                          "must be \"keep\" or \"infer\"")
+    return value
+
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _client_key(path: str, key_path: Path) -> bytes:
+    """An intake client's key file: 64 hex digits, readable by its owner only."""
+    try:
+        st = key_path.stat()
+        text = key_path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}.key_file", f"无法读取客户端密钥 cannot read client key "
+                          f"{str(key_path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if st.st_mode & 0o077:
+        raise ConfigError(f"{path}.key_file", f"密钥文件权限过宽 key file {str(key_path)!r} is "
+                          f"readable by others: chmod 600 it")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise ConfigError(f"{path}.key_file", f"密钥格式错误 {str(key_path)!r} must hold 64 hex "
+                          "digits; make one with `hcp agent client add`")
+    return bytes.fromhex(text)
+
+
+def _clients(data: dict, base: Path, window_ids: list[str]) -> tuple[Client, ...]:
+    """The [[clients]] allowed to report cases and queue events (edge_agent/intake_auth.py)."""
+    out: list[Client] = []
+    for i, c in enumerate(_get(data, "clients", "", list, False, [])):
+        path = f"clients[{i}]"
+        if not isinstance(c, dict):
+            raise ConfigError(path, "应为表 must be a table")
+        cid = _nonempty(c, "id", path)
+        if not _CLIENT_ID.fullmatch(cid):
+            raise ConfigError(f"{path}.id", "只能含字母、数字、. _ -，最长 64 must be letters, "
+                              "digits, . _ - (≤ 64)")
+        if any(x.id == cid for x in out):
+            raise ConfigError(f"{path}.id", f"客户端编号重复 duplicate client id {cid!r}")
+        kind = _nonempty(c, "kind", path, False, "business")
+        if kind not in CLIENT_KINDS:
+            raise ConfigError(f"{path}.kind", "应为 business（业务系统）或 queue（排队叫号） "
+                              "must be \"business\" or \"queue\"")
+        windows = _get(c, "windows", path, list)
+        if not windows or not all(isinstance(w, str) for w in windows):
+            raise ConfigError(f"{path}.windows", "列出可上报的窗口，或 [\"*\"] 表示全部 list the "
+                              "window ids it may report for, or [\"*\"] for every window")
+        for w in windows:
+            if w != "*" and w not in window_ids:
+                raise ConfigError(f"{path}.windows", f"未知窗口 unknown window {w!r}; "
+                                  f"configured: {', '.join(window_ids)}")
+        rate = _get(c, "rate_per_min", path, int, False, 600)
+        if not 1 <= rate <= 100000:
+            raise ConfigError(f"{path}.rate_per_min", "应为 1..100000 must be 1..100000")
+        key_path = _resolve(base, _nonempty(c, "key_file", path))
+        out.append(Client(id=cid, kind=kind, key_file=str(key_path), windows=tuple(windows),
+                          rate_per_min=rate, key=_client_key(path, key_path)))
+    return tuple(out)
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -64,6 +64,31 @@ def render(agent: Any) -> str:
     alerts = dict(db.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state").fetchall())
     metric("hcp_alerts", "gauge", "差评 alerts by state.",
            [(f'{{state="{s}"}}', alerts.get(s, 0)) for s in ("pending", "done")])
+    gate = agent.gate
+    metric("hcp_intake_refused_total", "counter", "Case/queue reports refused before anything "
+           "was stored, by reason (401 credentials, 413, 415, 429, ...).",
+           [(f'{{reason="{_esc(r)}"}}', n) for r, n in sorted(gate.refused.items())])
+    metric("hcp_intake_reports_total", "counter", "Authenticated reports by client, endpoint "
+           "and HTTP status.",
+           [(f'{{client="{_esc(c)}",endpoint="{e}",status="{st}"}}', n)
+            for (c, e, st), n in sorted(gate.reports.items())])
+    presses = db.execute("SELECT window, COUNT(*), SUM((flags & 8) != 0), SUM((flags & 4) != 0)"
+                         " FROM ratings WHERE window IS NOT NULL GROUP BY window").fetchall()
+    metric("hcp_window_presses_total", "counter", "Presses stored per window, by kind: all, "
+           "unsolicited (no invitation showing), too_fast (< 300 ms after the invitation). "
+           "High unsolicited or too_fast shares are a misuse signal.",
+           [(f'{{window="{_esc(w)}",kind="{k}"}}', v) for w, n, u, f in presses
+            for k, v in (("all", n), ("unsolicited", u or 0), ("too_fast", f or 0))])
+    signals = queries.press_signals(db, 0, now + 1)["staff"]
+    metric("hcp_staff_presses_total", "counter", "Presses attributed to a staff member (the "
+           "case's, or on duty at the window for an unsolicited press), by kind.",
+           [(f'{{staff="{_esc(e["staffId"])}",kind="{k}"}}', e[field]) for e in signals
+            for k, field in (("all", "presses"), ("unsolicited", "unsolicited"),
+                             ("too_fast", "tooFast"))])
+    wa = queries.waiting_area(db)
+    metric("hcp_waiting_area_ratings", "gauge", "Ratings from waiting-area evaluators, bound "
+           "to a case by their scanned reference or kept unbound.",
+           [('{state="bound"}', wa["bound"]), ('{state="unbound"}', wa["ratings"] - wa["bound"])])
     metric("hcp_writer_commits_total", "counter", "Group commits by the SQLite writer.",
            [("", agent.writer.commits)])
     return "\n".join(lines) + "\n"

@@ -59,7 +59,8 @@ def case_state(db: sqlite_utils.Database, project_no: str) -> dict | None:
         "staff": {"id": c["staff_id"], "name": c["staff_name"]},
         "applicant": json.loads(c["applicant_masked"]),
         "acceptedAt": _iso(c["accepted_at"]), "finishedAt": _iso(c["finished_at"]),
-        "status": c["status"], "rated": rating is not None, "rating": rating,
+        "status": c["status"], "ticket": c.get("ticket"),
+        "rated": rating is not None, "rating": rating,
         "invitations": invites, "extraRatings": others,
     }
 
@@ -71,9 +72,60 @@ def _rating_view(r: dict) -> dict:
         "reasons": json.loads(r["reasons"]), "flags": r["flags"],
         "assessTime": _iso(r["assess_time"]), "timeSource": r["time_source"],
         "binding": r["binding"], "unboundReason": r["unbound_reason"],
-        "assessNumber": r["assess_number"], "upload": r.get("upload_state"),
+        "assessNumber": r["assess_number"], "scannedRef": r.get("ref"),
+        "upload": r.get("upload_state"),
         "uploadError": r.get("upload_error"),
     }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def press_signals(db: sqlite_utils.Database, t_from: float, t_to: float) -> dict:
+    """Misuse signals for the console: per window and per staff member, presses received in
+    [t_from, t_to) and how many were unsolicited (no invitation showing) or too fast (< 300 ms
+    after the invitation). A window's unsolicited presses count against the staff member on
+    duty there (its latest case report or queue call); invited presses against the case's (or
+    ticket's) staff. High rates point at presses made for citizens, not by them."""
+    rows = _rows(db, """
+        SELECT r.window AS window, COALESCE(c.staff_id, t.staff_id, r.duty_staff) AS staff,
+               COUNT(*) AS presses, SUM((r.flags & 8) != 0) AS unsolicited,
+               SUM((r.flags & 4) != 0) AS too_fast
+        FROM ratings r LEFT JOIN cases c ON c.id = r.case_id
+             LEFT JOIN tickets t ON t.id = r.ticket_id
+        WHERE r.received_at >= ? AND r.received_at < ? AND r.window IS NOT NULL
+        GROUP BY r.window, staff""", (t_from, t_to))
+    names = dict(db.execute("SELECT staff_id, MAX(staff_name) FROM cases GROUP BY staff_id"
+                            ).fetchall())
+    windows: dict[str, dict] = {}
+    staff: dict[str, dict] = {}
+    for r in rows:
+        for key, table, extra in ((r["window"], windows, {"window": r["window"]}),
+                                  (r["staff"], staff, {"staffId": r["staff"],
+                                                       "staffName": names.get(r["staff"])})):
+            if key is None:
+                continue
+            e = table.setdefault(key, {**extra, "presses": 0, "unsolicited": 0, "tooFast": 0})
+            e["presses"] += r["presses"]
+            e["unsolicited"] += r["unsolicited"]
+            e["tooFast"] += r["too_fast"]
+    for e in list(windows.values()) + list(staff.values()):
+        e["unsolicitedRate"] = _rate(e["unsolicited"], e["presses"])
+        e["tooFastRate"] = _rate(e["tooFast"], e["presses"])
+    return {"from": _iso(t_from), "to": _iso(t_to),
+            "windows": sorted(windows.values(), key=lambda e: e["window"]),
+            "staff": sorted(staff.values(), key=lambda e: e["staffId"])}
+
+
+def waiting_area(db: sqlite_utils.Database) -> dict:
+    """Ratings from waiting-area evaluators: stored, bound, and kept unbound by reason."""
+    rows = db.execute("SELECT r.binding, r.unbound_reason, COUNT(*) FROM ratings r JOIN devices d"
+                      " ON d.device_id = r.device_id WHERE d.role = 'waiting_area'"
+                      " GROUP BY r.binding, r.unbound_reason").fetchall()
+    return {"ratings": sum(n for _, _, n in rows),
+            "bound": sum(n for b, _, n in rows if b != "unbound"),
+            "unbound": {reason: n for b, reason, n in rows if b == "unbound"}}
 
 
 def outbox_counts(db: sqlite_utils.Database) -> dict[str, int]:
@@ -102,6 +154,7 @@ def devices(db: sqlite_utils.Database) -> list[dict]:
         stored = db.execute("SELECT COUNT(*), MAX(received_at) FROM ratings WHERE device_id = ?",
                             (d["device_id"],)).fetchone()
         out.append({"deviceId": d["device_id"], "window": d["window"],
+                    "role": d.get("role", "window"),
                     "online": bool(d["online"]), "lastSeen": _iso(d["last_seen"]),
                     "cumAck": d["cum_ack"], "info": json.loads(d["info"] or "{}"),
                     "ratingsStored": stored[0], "lastRating": _iso(stored[1])})
@@ -125,6 +178,7 @@ def status(db: sqlite_utils.Database, hall: dict) -> dict:
         "unbound": unbound, "alerts": alerts,
         "devices": {"configured": len(devs), "online": sum(1 for d in devs if d["online"])},
         "cases": db.execute("SELECT COUNT(*) FROM cases").fetchone()[0],
+        "waitingArea": waiting_area(db),
     }
 
 

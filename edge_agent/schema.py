@@ -271,6 +271,83 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             created_at REAL NOT NULL
         )""",
     ]),
+    # 5: binding integrity (issue 11). Intake clients' reports are audited; the queue system's
+    # tickets and events are kept; an invitation may be for a ticket whose case is not known
+    # yet (case_id becomes nullable: the table is rebuilt); a rating keeps the reference a
+    # waiting-area device scanned, the ticket it reached through, and the staff member on duty
+    # at its window for an unsolicited press (a misuse signal, never a binding).
+    (5, [
+        """CREATE TABLE intake_audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            client_id TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            ref TEXT,
+            signature TEXT NOT NULL,
+            remote TEXT
+        )""",
+        "CREATE INDEX intake_audit_client ON intake_audit(client_id, at)",
+        "CREATE INDEX intake_audit_at ON intake_audit(at)",
+        """CREATE TABLE tickets (
+            id INTEGER PRIMARY KEY,
+            ticket TEXT NOT NULL,
+            state TEXT NOT NULL,
+            issued_at REAL,
+            window TEXT,
+            staff_id TEXT,
+            staff_name TEXT,
+            called_at REAL,
+            started_at REAL,
+            finished_at REAL,
+            no_show_at REAL,
+            case_id INTEGER REFERENCES cases(id),
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX tickets_code ON tickets(ticket, created_at)",
+        "CREATE INDEX tickets_window ON tickets(window, called_at)",
+        "CREATE INDEX tickets_case ON tickets(case_id)",
+        """CREATE TABLE queue_events (
+            id INTEGER PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+            window TEXT,
+            staff_id TEXT,
+            at REAL NOT NULL,
+            received_at REAL NOT NULL,
+            UNIQUE(client_id, event_id)
+        )""",
+        """CREATE TABLE invitations_v3 (
+            invite_id INTEGER PRIMARY KEY,
+            case_id INTEGER REFERENCES cases(id),
+            ticket_id INTEGER REFERENCES tickets(id),
+            device_id INTEGER,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            sent_at REAL,
+            send_error TEXT
+        )""",
+        "INSERT INTO invitations_v3(invite_id, case_id, ticket_id, device_id, created_at,"
+        " expires_at, state, sent_at, send_error) SELECT invite_id, case_id, NULL, device_id,"
+        " created_at, expires_at, state, sent_at, send_error FROM invitations",
+        "DROP TABLE invitations",
+        "ALTER TABLE invitations_v3 RENAME TO invitations",
+        "CREATE INDEX invitations_device ON invitations(device_id, state)",
+        "CREATE INDEX invitations_case ON invitations(case_id)",
+        "CREATE INDEX invitations_ticket ON invitations(ticket_id)",
+        "ALTER TABLE ratings ADD COLUMN ref TEXT",
+        "ALTER TABLE ratings ADD COLUMN ticket_id INTEGER REFERENCES tickets(id)",
+        "ALTER TABLE ratings ADD COLUMN duty_staff TEXT",
+        "CREATE INDEX ratings_ref ON ratings(ref) WHERE ref IS NOT NULL",
+        "CREATE INDEX ratings_ticket ON ratings(ticket_id) WHERE ticket_id IS NOT NULL",
+        "ALTER TABLE cases ADD COLUMN ticket TEXT",
+        "ALTER TABLE cases ADD COLUMN client_id TEXT",
+        "ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'window'",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

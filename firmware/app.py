@@ -16,7 +16,8 @@ from firmware import flow as fl
 from firmware import ratings
 from firmware.buttons import Debouncer
 from firmware.clock import Clock
-from firmware.display import Display, load_pack, P_PAUSED, P_THANKS, P_CORRUPT, P_MAINT
+from firmware.display import (Display, load_pack, P_PAUSED, P_THANKS, P_CORRUPT, P_MAINT,
+                              P_SCAN_BAD)
 from firmware.journal import Journal, JournalFull, JournalCorrupt
 from firmware.links.uplink import Uplink, UP
 from firmware.watchdog import Watchdog, HB_BUTTONS, HB_UI, HB_LINK
@@ -63,12 +64,17 @@ class _NoJournal:
         return 0
 
 
-def open_journal(root, capacity, fs=None):
+def payload_size(cfg):
+    """Journal payload of this device's role: waiting-area records carry the scanned reference."""
+    return ratings.REF_PAYLOAD_SIZE if cfg.waiting_area else ratings.PAYLOAD_SIZE
+
+
+def open_journal(root, capacity, fs=None, size=ratings.PAYLOAD_SIZE):
     """(journal, error): the journal in `root`, or (None, exception) when it is corrupt or the
     filesystem under it fails (littlefs EIO/EILSEQ on a damaged block). Reported, never
     reformatted (a technician decides)."""
     try:
-        return Journal(root, ratings.PAYLOAD_SIZE, capacity=capacity, fs=fs), None
+        return Journal(root, size, capacity=capacity, fs=fs), None
     except (JournalCorrupt, OSError) as e:
         return None, e
 
@@ -89,7 +95,8 @@ class App:
                 root = None
                 self.journal_error = e
             if root is not None:
-                journal, self.journal_error = open_journal(root, cfg["journal"]["capacity"])
+                journal, self.journal_error = open_journal(root, cfg["journal"]["capacity"],
+                                                           size=payload_size(cfg))
         self.journal = journal
         self.corrupt = journal is None
         j = journal if journal is not None else _NoJournal()
@@ -97,6 +104,8 @@ class App:
         cat = catmod.load(cfg["catalogue_path"])
         self.flow = fl.Flow(cfg.tunables(), cat)
         self.debouncer = Debouncer()
+        self.waiting_area = cfg.waiting_area
+        self.scanner = board.scanner(cfg) if self.waiting_area else None
         if phrases is None:
             phrases = load_pack("phrases.bin")
         self.display = Display(board.fb, phrases)
@@ -119,7 +128,13 @@ class App:
 
     # -- task bodies -----------------------------------------------------------------------
     def sample_buttons(self, now):
-        """Press path: raw sample -> debounce -> flow -> (journal append)."""
+        """Press path: raw sample -> debounce -> flow -> (journal append). A waiting-area
+        evaluator's scanner is read here too: a scan is an input like a press."""
+        sc = self.scanner
+        if sc is not None:
+            n = sc.poll()
+            if n:
+                self._effects(self.flow.scanned(sc.code, n, now), now)
         pressed = self.debouncer.update(self.board.buttons(), now)
         if pressed:
             b = 1
@@ -224,6 +239,9 @@ class App:
         rseq = j.next_rseq
         ratings.pack_into(j.payload_buffer, rseq, clock.hi, clock.lo, f.rec_invite, f.rec_cat,
                           f.rec_level, flags, f.rec_reason, j.boot_count)
+        if j.payload_size > ratings.PAYLOAD_SIZE:
+            # the reference goes into the same append as the rating: both or neither survive
+            ratings.pack_ref_into(j.payload_buffer, f.ref, f.rec_ref_len)
         try:
             got = j.append()
         except JournalFull:
@@ -305,7 +323,8 @@ class App:
         d = self.display
         s = f.state
         if s == fl.INVITED:
-            d.invite(f.staff_no, f.name_bitmap)
+            d.invite(f.staff_no, f.name_bitmap,
+                     bytes(f.ref[:f.ref_len]).decode() if f.scanning else None)
         elif s == fl.REASON:
             d.reason(f.catalogue, f.page, f.pages())
         elif s == fl.THANKS:
@@ -317,6 +336,11 @@ class App:
                 d.simple("paused", P_PAUSED)
         elif s == fl.MAINTENANCE:
             d.simple("maintenance", P_MAINT)
+        elif s == fl.IDLE and self.waiting_area:
+            if f.scan_error:
+                d.simple("scan_bad", P_SCAN_BAD)
+            else:
+                d.scan_prompt(self._idle_line or self._status_line())
         elif s == fl.IDLE:
             d.idle(self._idle_line or self._status_line())
 

@@ -13,9 +13,15 @@ from firmware.flow import Tunables
 CONFIG_PATH = "config.json"
 KEY_PATH = "device.key"
 
+ROLES = ("window", "waiting_area")
+# A waiting-area record is 97 bytes on flash (it carries the scanned reference, ratings.py):
+# 20,000 of them fit the 2 MB journal partition with littlefs overhead.
+WAITING_AREA_CAPACITY = 20000
+
 DEFAULTS = {
     "device_id": 0,
     "hall": "",
+    "role": "window",                  # "window", or "waiting_area" (scanner, no invitations)
     "link": "serial",                  # "serial" or "mqtt"
     "serial": {"uart": 1, "baud": 115200},
     "mqtt": {"host": "", "port": 1883, "user": "", "password": "", "keepalive": 30},
@@ -27,6 +33,7 @@ DEFAULTS = {
     "session_timeout_s": 60,
     "status_interval_s": 60,
     "pins": {},                        # overrides of the board's default pin map
+    "scanner": {"baud": 9600},         # waiting_area: the GM65-class scanner's UART speed
 }
 
 _SECRET_KEYS = ("password",)
@@ -67,6 +74,11 @@ class Config:
         if not isinstance(data, dict):
             raise ConfigError("配置应为 JSON 对象 config must be a JSON object")
         d = _merge(DEFAULTS, data)
+        if d["role"] not in ROLES:
+            raise ConfigError("role 只能是 window 或 waiting_area / role must be \"window\" or "
+                              "\"waiting_area\"")
+        if d["role"] == "waiting_area" and "capacity" not in data.get("journal", {}):
+            d["journal"] = _merge(d["journal"], {"capacity": WAITING_AREA_CAPACITY})
         dev = d["device_id"]
         if not isinstance(dev, int) or not 1 <= dev <= 0xFFFFFFFF:
             raise ConfigError("device_id 无效 invalid: need an integer 1..4294967295 "
@@ -82,6 +94,9 @@ class Config:
             v = d["flow"][k]
             if not isinstance(v, int) or v < 0:
                 raise ConfigError("flow.%s 应为非负整数 must be a non-negative integer" % k)
+        baud = d["scanner"]["baud"]
+        if not isinstance(baud, int) or baud < 1200:
+            raise ConfigError("scanner.baud 应为波特率 must be a baud rate (9600 for a GM65)")
         cap = d["journal"]["capacity"]
         if not isinstance(cap, int) or cap < 1:
             raise ConfigError("journal.capacity 应为正整数 must be a positive integer")
@@ -97,13 +112,20 @@ class Config:
     def device_id(self):
         return self.data["device_id"]
 
+    @property
+    def waiting_area(self):
+        """True for a waiting-area evaluator (scanner, no window, no invitations)."""
+        return self.data["role"] == "waiting_area"
+
     def tunables(self):
-        """Flow tunables from the "flow" section."""
+        """Flow tunables from the "flow" section. A waiting-area evaluator records a rating only
+        after a scan: a press with nothing scanned is evidence of nothing, so it is not kept."""
         f = self.data["flow"]
+        scan = self.waiting_area
         return Tunables(reason_timeout_ms=f["reason_timeout_s"] * 1000,
                         thanks_ms=f["thanks_s"] * 1000, too_fast_ms=f["too_fast_ms"],
-                        unsolicited=bool(f["unsolicited"]),
-                        default_lifetime_s=f["default_lifetime_s"])
+                        unsolicited=bool(f["unsolicited"]) and not scan,
+                        default_lifetime_s=f["default_lifetime_s"], scan=scan)
 
 
 def load(path=CONFIG_PATH):

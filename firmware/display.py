@@ -21,6 +21,10 @@ P_NEXT = 5
 P_UNREGISTERED = 6
 P_MAINT = 7
 P_CORRUPT = 8
+P_SCAN1 = 9
+P_SCAN2 = 10
+P_SCAN_BAD = 11
+SCAN_PROMPT = "请扫描排队小票或回执二维码"     # two lines on the 128 px screen: P_SCAN1 + P_SCAN2
 PHRASES = {
     P_RATE: ("请对本次服务进行评价", "PLEASE RATE"),
     P_THANKS: ("感谢您的评价", "THANK YOU"),
@@ -30,6 +34,9 @@ PHRASES = {
     P_UNREGISTERED: ("设备未登记", "NOT REGISTERED"),
     P_MAINT: ("维护模式", "MAINTENANCE"),
     P_CORRUPT: ("存储故障，请联系工作人员", "STORAGE FAULT"),
+    P_SCAN1: ("请扫描排队小票", "SCAN TICKET"),
+    P_SCAN2: ("或回执二维码", "OR RECEIPT"),
+    P_SCAN_BAD: ("无法识别，请重新扫描", "UNREADABLE-AGAIN"),
 }
 PACK_MAGIC = b"HCPP"
 W = 128
@@ -106,7 +113,10 @@ class Display:
         self.fb.text(status_line, 0, H - 8, 1)
         self.fb.show()
 
-    def invite(self, staff_no, name_bitmap):
+    def invite(self, staff_no, name_bitmap, ref=None):
+        """Rate screen: after an INVITE (staff name and 工号), or after a scan (`ref`: the
+        scanned code, so the citizen sees which ticket or receipt they rate; its last 16
+        characters when longer)."""
         self._begin("invite", P_RATE)
         y = self._phrase(P_RATE, 4)
         if name_bitmap is not None:
@@ -116,6 +126,18 @@ class Display:
         if staff_no:
             s = "No." + staff_no
             self.fb.text(s, (W - 8 * len(s)) // 2 if len(s) < 16 else 0, y + 8, 1)
+        if ref:
+            s = ref[-16:]
+            self.fb.text(s, (W - 8 * len(s)) // 2, y + 8, 1)
+        self.fb.show()
+
+    def scan_prompt(self, status_line):
+        """Waiting-area idle: ask for the queue ticket or case receipt to be scanned."""
+        self._begin("scan", P_SCAN1)
+        self.caption = SCAN_PROMPT
+        y = self._phrase(P_SCAN1, 10)
+        self._phrase(P_SCAN2, y + 10)
+        self.fb.text(status_line, 0, H - 8, 1)
         self.fb.show()
 
     def reason(self, catalogue, page, pages):

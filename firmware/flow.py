@@ -7,14 +7,21 @@ States (ui_state codes are the ones STATUS reports, SPEC §4.6):
     IDLE ──INVITE──▶ INVITED ──level 1..3──────────────▶ COMMIT ──append ok──▶ THANKS ──▶ IDLE
       │                │  └──level 4..5──▶ REASON ──tag / timeout──▶ COMMIT       (thanks_ms)
       │                └──lifetime over / CANCEL──▶ IDLE
-      └──press (unsolicited allowed)──▶ as INVITED, with invite 0 and REC_UNSOLICITED
+      ├──press (unsolicited allowed)──▶ as INVITED, with invite 0 and REC_UNSOLICITED
+      └──scan (waiting area)──▶ INVITED, invite 0, the scanned reference kept for the record
     any ──journal full / corrupt──▶ PAUSED ──space freed──▶ IDLE
+
+A waiting-area evaluator (Tunables.scan) has no window and gets no invitations: its IDLE screen
+asks for the queue ticket or case receipt to be scanned (请扫描排队小票或回执二维码); a scan
+opens the rating exactly as an invitation would, with the scanned code in `ref[:ref_len]`; a
+press with nothing scanned is ignored (it would be evidence of nothing). An unreadable scan
+shows 无法识别，请重新扫描 for `scan_error_ms`.
 
 The app performs COMMIT (the journal append) and reports back with committed() or refused();
 THANKS is shown only after the append returned. The record's fields wait in `rec_*` attributes.
 """
 
-from protocol.messages import REC_REASON_TIMEOUT, REC_TOO_FAST, REC_UNSOLICITED
+from protocol.messages import REC_REASON_TIMEOUT, REC_TOO_FAST, REC_UNSOLICITED, MAX_REF
 
 # ui states (STATUS ui_state values; COMMIT is reported as its predecessor's "invited")
 IDLE = 0
@@ -39,12 +46,16 @@ class Tunables:
     """Timing and policy knobs of the flow (config.py fills them from the device config)."""
 
     def __init__(self, reason_timeout_ms=30000, thanks_ms=3000, too_fast_ms=300,
-                 unsolicited=True, default_lifetime_s=120):
+                 unsolicited=True, default_lifetime_s=120, scan=False, scan_lifetime_s=60,
+                 scan_error_ms=3000):
         self.reason_timeout_ms = reason_timeout_ms
         self.thanks_ms = thanks_ms
         self.too_fast_ms = too_fast_ms
         self.unsolicited = unsolicited
         self.default_lifetime_s = default_lifetime_s
+        self.scan = scan                        # waiting-area evaluator: rate after a scan
+        self.scan_lifetime_s = scan_lifetime_s  # how long a scanned rating waits for a press
+        self.scan_error_ms = scan_error_ms      # how long "unreadable, scan again" shows
 
 
 class Flow:
@@ -79,6 +90,13 @@ class Flow:
         self._commit_ui = IDLE     # the screen COMMIT came from
         self.committed_count = 0
         self.ignored = 0           # presses ignored (after commit, while paused, ...)
+        # waiting area: the scanned reference (preallocated; the press path copies from it)
+        self.scanning = False      # INVITED because of a scan (not an INVITE)
+        self.ref = bytearray(MAX_REF)
+        self.ref_len = 0
+        self.rec_ref_len = 0       # reference length of the rating being committed (0: none)
+        self.scan_error = False    # showing "unreadable, scan again"
+        self._error_until = 0
 
     # -- inputs from the agent -------------------------------------------------------------
     def invite(self, invite_id, lifetime_s, now_ms, staff_no="", name_bitmap=None):
@@ -145,6 +163,33 @@ class Flow:
         return self._paused
 
     # -- input from the citizen ------------------------------------------------------------
+    def scanned(self, code, n, now_ms):
+        """The scanner read a line (waiting area): n > 0 is a code in code[:n], n < 0 a line
+        that is no usable code. A code opens the rating for it, replacing an earlier scan that
+        nobody rated yet; during a rating (reason, commit, thanks) or while paused the scan is
+        ignored, so a rating's reference never changes under it."""
+        if not self.t.scan:
+            return 0
+        s = self.state
+        if self._paused or s == REASON or s == COMMIT or s == THANKS or s == PAUSED:
+            self.ignored += 1
+            return 0
+        if n < 0:
+            self._to_idle(now_ms)
+            self.scan_error = True
+            self._error_until = now_ms + self.t.scan_error_ms
+            return E_REDRAW | E_BEEP
+        if n > MAX_REF:
+            n = MAX_REF
+        ref = self.ref
+        for i in range(n):
+            ref[i] = code[i]
+        self.ref_len = n
+        self.scan_error = False
+        self._show(0, self.t.scan_lifetime_s, "", None, now_ms)
+        self.scanning = True
+        return E_REDRAW | E_BEEP
+
     def press(self, button, now_ms):
         """Button 1..5 was pressed (debounced)."""
         s = self.state
@@ -164,6 +209,10 @@ class Flow:
     def tick(self, now_ms):
         """Advance timers: invitation lifetime, reason timeout, end of the thanks screen."""
         s = self.state
+        if self.scan_error and now_ms - self._error_until >= 0:
+            self.scan_error = False
+            if s == IDLE:
+                return E_REDRAW
         if s == INVITED and now_ms - self.until >= 0:
             self._remember(self.invite_id)      # expired unanswered: nothing is recorded
             self._to_idle(now_ms)
@@ -224,8 +273,9 @@ class Flow:
         if level < 1 or level > 5:
             self.ignored += 1
             return 0
-        if invite_id and now_ms - self.shown_at < self.t.too_fast_ms:
+        if (invite_id or self.scanning) and now_ms - self.shown_at < self.t.too_fast_ms:
             flags |= REC_TOO_FAST
+        self.rec_ref_len = self.ref_len if self.scanning else 0
         self.rec_level = level
         self.rec_invite = invite_id
         self.rec_flags = flags
@@ -266,6 +316,7 @@ class Flow:
         return E_COMMIT
 
     def _show(self, invite_id, lifetime_s, staff_no, name_bitmap, now_ms):
+        self.scanning = False
         self.state = INVITED
         self.invite_id = invite_id
         self.staff_no = staff_no
@@ -283,6 +334,7 @@ class Flow:
 
     def _to_idle(self, now_ms):
         self.state = IDLE
+        self.scanning = False
         self.invite_id = 0
         self.staff_no = ""
         self.name_bitmap = None

@@ -15,6 +15,7 @@ HELLO = 0x01      # device -> agent: start a session
 RECORDS = 0x02    # device -> agent: 0..10 rating records
 STATUS = 0x03     # device -> agent: health report
 DACK = 0x04       # device -> agent: acknowledges downlink frames
+RECORDS_REF = 0x05  # device -> agent: 1..10 rating records, each with a scanned reference
 HELLO_ACK = 0x81  # agent -> device: session accepted, time, cumulative ack
 ACK = 0x82        # agent -> device: cumulative + selective ack of records
 INVITE = 0x83     # agent -> device: invite the citizen to rate
@@ -23,9 +24,10 @@ TIME = 0x85       # agent -> device: wall-clock time
 CONFIG = 0x86     # agent -> device: one chunk of the reason-tag catalogue
 ERROR = 0x10      # either direction
 
-UPLINK = (HELLO, RECORDS, STATUS, DACK, ERROR)
+UPLINK = (HELLO, RECORDS, STATUS, DACK, RECORDS_REF, ERROR)
 DOWNLINK = (HELLO_ACK, ACK, INVITE, CANCEL, TIME, CONFIG, ERROR)
 NAMES = {HELLO: "HELLO", RECORDS: "RECORDS", STATUS: "STATUS", DACK: "DACK",
+         RECORDS_REF: "RECORDS_REF",
          HELLO_ACK: "HELLO_ACK", ACK: "ACK", INVITE: "INVITE", CANCEL: "CANCEL", TIME: "TIME",
          CONFIG: "CONFIG", ERROR: "ERROR"}
 
@@ -56,6 +58,7 @@ ERROR_NAMES = {1: "unknown_device", 2: "bad_mac", 3: "no_session", 4: "bad_paylo
 
 RECORD_LEN = 22
 MAX_RECORDS = 10
+MAX_REF = 64             # bytes of a scanned reference (RECORDS_REF), printable ASCII 0x21..0x7E
 SACK_BYTES = 16          # selective-ack bitmap covers rseq cum+1 .. cum+128
 MAX_STAFF_NO = 16
 MAX_NAME_W = 96
@@ -72,10 +75,12 @@ class Record:
     rseq: u32 per-device sequence, never repeats. time: unix seconds (or seconds since boot when
     REC_CLOCK_UNSYNCED without REC_TIME_CORRECTED). invite_id: 0 = unsolicited. cat_version:
     catalogue version the reasons refer to. level: 1..5 (GB/T 39046 A.8, 1 = 非常满意).
-    flags: REC_* bits. reasons: tuple of 0..3 tag codes.
+    flags: REC_* bits. reasons: tuple of 0..3 tag codes. ref: the reference a waiting-area
+    device scanned for this rating (str, 1..MAX_REF printable ASCII), or None; a record with a
+    ref travels in RECORDS_REF, one without in RECORDS.
     """
 
-    def __init__(self, rseq, time, invite_id, cat_version, level, flags=0, reasons=()):
+    def __init__(self, rseq, time, invite_id, cat_version, level, flags=0, reasons=(), ref=None):
         self.rseq = rseq
         self.time = time
         self.invite_id = invite_id
@@ -83,6 +88,7 @@ class Record:
         self.level = level
         self.flags = flags
         self.reasons = tuple(reasons)
+        self.ref = ref
 
     def __eq__(self, other):
         return isinstance(other, Record) and self.to_dict() == other.to_dict()
@@ -91,14 +97,17 @@ class Record:
         return "Record(%r)" % (self.to_dict(),)
 
     def to_dict(self):
-        return {"rseq": self.rseq, "time": self.time, "invite_id": self.invite_id,
-                "cat_version": self.cat_version, "level": self.level, "flags": self.flags,
-                "reasons": list(self.reasons)}
+        d = {"rseq": self.rseq, "time": self.time, "invite_id": self.invite_id,
+             "cat_version": self.cat_version, "level": self.level, "flags": self.flags,
+             "reasons": list(self.reasons)}
+        if self.ref is not None:
+            d["ref"] = self.ref
+        return d
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["rseq"], d["time"], d["invite_id"], d["cat_version"], d["level"],
-                   d.get("flags", 0), d.get("reasons", ()))
+                   d.get("flags", 0), d.get("reasons", ()), d.get("ref"))
 
     def pack_into(self, buf, off):
         """Write the 22-byte wire form at buf[off:]."""
@@ -128,6 +137,25 @@ def unpack_record(buf, off=0):
         raise ProtocolError(BAD_PAYLOAD, "record %d: reason codes must be packed first" % rseq)
     reasons = tuple([r for r in (r0, r1, r2) if r])
     return Record(rseq, t, inv, cat, level, flags, reasons)
+
+
+def check_ref(ref):
+    """The reference as bytes; raises BAD_PAYLOAD unless it is 1..MAX_REF printable ASCII
+    characters without spaces (what a scanned ticket or receipt code may be)."""
+    if isinstance(ref, str):
+        ref = ref.encode()
+    n = len(ref)
+    if n < 1 or n > MAX_REF:
+        raise ProtocolError(BAD_PAYLOAD, "reference of %d bytes, need 1..%d" % (n, MAX_REF))
+    for b in ref:
+        if b < 0x21 or b > 0x7E:
+            raise ProtocolError(BAD_PAYLOAD, "reference must be printable ASCII without spaces")
+    return bytes(ref)
+
+
+def ref_record_len(rec):
+    """Bytes one record takes inside RECORDS_REF: the record, the length byte, the reference."""
+    return RECORD_LEN + 1 + len(rec.ref)
 
 
 # --- payload codecs -------------------------------------------------------------------------
@@ -185,6 +213,25 @@ def decode(type, payload):
         for i in range(count):
             recs.append(unpack_record(payload, 5 + i * RECORD_LEN))
         return {"low": low, "records": recs}
+    if type == RECORDS_REF:
+        _need(payload, 5, "RECORDS_REF")
+        count, low = struct.unpack_from(">BI", payload, 0)
+        if count < 1 or count > MAX_RECORDS:
+            raise ProtocolError(BAD_PAYLOAD, "%d records, need 1..%d" % (count, MAX_RECORDS))
+        recs = []
+        p = 5
+        for i in range(count):
+            _need(payload, p + RECORD_LEN + 1, "RECORDS_REF")
+            rec = unpack_record(payload, p)
+            if rec.invite_id != 0:
+                raise ProtocolError(BAD_PAYLOAD, "record %d: a scanned record has no invitation"
+                                    % rec.rseq)
+            n = payload[p + RECORD_LEN]
+            _need(payload, p + RECORD_LEN + 1 + n, "RECORDS_REF")
+            rec.ref = check_ref(payload[p + RECORD_LEN + 1:p + RECORD_LEN + 1 + n]).decode()
+            recs.append(rec)
+            p += RECORD_LEN + 1 + n
+        return {"low": low, "records": recs}
     if type == INVITE:
         _need(payload, 7, "INVITE")
         inv, life, n = struct.unpack_from(">IHB", payload, 0)
@@ -233,6 +280,28 @@ def encode(type, fields):
         struct.pack_into(">BI", buf, 0, len(recs), fields["low"])
         for i in range(len(recs)):
             recs[i].pack_into(buf, 5 + i * RECORD_LEN)
+        return bytes(buf)
+    if type == RECORDS_REF:
+        recs = fields["records"]
+        if not 1 <= len(recs) <= MAX_RECORDS:
+            raise ProtocolError(BAD_PAYLOAD, "%d records, need 1..%d" % (len(recs), MAX_RECORDS))
+        size = 5
+        refs = []
+        for r in recs:
+            if r.invite_id != 0:
+                raise ProtocolError(BAD_PAYLOAD, "a scanned record has no invitation")
+            ref = check_ref(r.ref if r.ref is not None else b"")
+            refs.append(ref)
+            size += RECORD_LEN + 1 + len(ref)
+        buf = bytearray(size)
+        struct.pack_into(">BI", buf, 0, len(recs), fields["low"])
+        p = 5
+        for i in range(len(recs)):
+            recs[i].pack_into(buf, p)
+            ref = refs[i]
+            buf[p + RECORD_LEN] = len(ref)
+            buf[p + RECORD_LEN + 1:p + RECORD_LEN + 1 + len(ref)] = ref
+            p += RECORD_LEN + 1 + len(ref)
         return bytes(buf)
     if type == INVITE:
         staff_no = fields.get("staff_no", "").encode()

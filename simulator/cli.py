@@ -10,8 +10,9 @@ the same ids, windows and key files. A serial device gets a pty pair whose slave
 the device's `port` path (so that path must be free or a symlink we may replace — never a real
 port); an MQTT device logs in to `[broker]` as its id, with the password from
 `--mqtt-passwords FILE` (JSON {"1002": "..."}) if the broker needs one. Scripted staff post each
-served citizen's case to the agent's `/v1/cases`. Broker restarts need a broker this program
-owns: use `hcp demo --link mqtt --faults`.
+served citizen's case to the agent's `/v1/cases`, signed as the first business client of
+hall.toml's [[clients]]; the first queue client (if any) reports the citizens' tickets. Broker
+restarts need a broker this program owns: use `hcp demo --link mqtt --faults`.
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ async def simulate(args: argparse.Namespace, console: Console) -> dict:
                         raise ValueError("MQTT devices need [broker] in hall.toml")
                     mqtt = {"host": cfg.broker.host, "port": cfg.broker.port,
                             "password": passwords.get(str(d.id), "")}
-                provision(root, d.id, key, cfg.hall.hall_code, d.link, mqtt=mqtt)
+                provision(root, d.id, key, cfg.hall.hall_code, d.link, mqtt=mqtt, role=d.role)
             port = None
             if d.link == "serial":
                 path = Path(d.port or "")
@@ -155,8 +156,15 @@ async def simulate(args: argparse.Namespace, console: Console) -> dict:
                                  levels=parse_levels(args.levels))
         plan = fmod.schedule(kinds, args.duration, len(devices),
                              "mqtt" if all(d.port is None for d in devices) else "serial")
+        business = next((c for c in cfg.clients if c.kind == "business"), None)
+        queue = next((c for c in cfg.clients if c.kind == "queue"), None)
+        if business is None:
+            raise ValueError("hall.toml 没有业务系统客户端 no business client in [[clients]]: "
+                             "add one with `hcp agent client add ID --kind business "
+                             "--all-windows`")
         hall = Hall(devices, agent_url, profile, seed=args.seed, faults=plan,
-                    run_id=time.strftime("%m%d%H%M%S"))
+                    run_id=time.strftime("%m%d%H%M%S"), business=(business.id, business.key),
+                    queue=(queue.id, queue.key) if queue is not None else None)
         await hall.start()
         console.print(f"虚拟评价器 {len(devices)} virtual evaluators → agent {agent_url}")
         if not await hall.wait_online(30):
@@ -172,7 +180,7 @@ async def simulate(args: argparse.Namespace, console: Console) -> dict:
                     last = at
         await play
         drained = await hall.drain(args.drain_timeout)
-        per = [{"deviceId": d.device_id, "window": d.window, "presses": len(d.accepted),
+        per = [{"deviceId": d.device_id, "window": d.window or "waiting", "presses": len(d.accepted),
                 "backlog": d.backlog, "boots": d.boots, "powerCuts": d.power_cuts,
                 "accepted": [a.rseq for a in d.accepted]}
                for d in devices]

@@ -1,11 +1,13 @@
 """`hcp demo` (what `make demo` runs): the whole chain on one machine, one command.
 
 Starts the province reference server, the edge agent (`hcp agent run` with a generated
-hall.toml), six virtual evaluators running the real firmware (pty serial by default, or MQTT
-through Mosquitto), scripted citizens and staff, and plays a compressed hall session. Shows a
-live view, waits for the backlog to drain, and ends with a summary (Chinese + English); with
-`--json PATH` it writes the numbers. Everything it starts is stopped at the end, on Ctrl-C and on
-errors. Exit code 0 when nothing was lost, 1 otherwise, 2 when it can't run here.
+hall.toml), six window evaluators and one waiting-area evaluator running the real firmware (pty
+serial by default, or MQTT through Mosquitto), scripted citizens, staff and queue system, and
+plays a compressed hall session. Shows a live view, waits for the backlog to drain, and ends with
+a summary (Chinese + English); with `--json PATH` it writes the numbers. With `--hold S` the hall
+keeps running S seconds after the summary (citizens keep coming, no faults) so you can look at
+the live agent (its URL is in the summary). Everything it starts is stopped at the end, on
+Ctrl-C and on errors. Exit code 0 when nothing was lost, 1 otherwise, 2 when it can't run here.
 """
 from __future__ import annotations
 
@@ -66,9 +68,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="结束后等待积压清空的上限秒数 max seconds to wait for the backlog (45)")
     p.add_argument("--arrival", type=float, default=5.0,
                    help="每个窗口办事群众到达平均间隔秒 mean seconds between citizens (5)")
+    p.add_argument("--waiting-area", type=int, default=1,
+                   help="等候区评价器数量 waiting-area evaluators (1)")
+    p.add_argument("--waiting-share", type=float, default=0.15,
+                   help="改到等候区评价的群众比例 share of citizens who rate in the waiting area "
+                        "(0.15)")
     p.add_argument("--hold", type=float, default=0.0, metavar="S",
-                   help="汇总后保持大厅运行 S 秒（可打开控制台查看），Ctrl-C 提前结束 keep the "
-                        "hall and its console up S seconds after the summary")
+                   help="汇总后继续运行 S 秒以便查看 keep the hall running S seconds after the "
+                        "summary (0)")
     return p
 
 
@@ -88,20 +95,6 @@ def _demo_account(db_path: Path) -> str:
     finally:
         db.close()
     return password
-
-
-async def _hold(console: Console, seconds: float, console_url: str, password: str) -> None:
-    """Keep everything running after the summary; Ctrl-C / SIGTERM end the hold normally."""
-    console.print(f"[bold]大厅继续运行 {seconds:.0f} 秒[/] hall stays up; 控制台 console "
-                  f"{console_url}  用户 user {DEMO_USER}  密码 password {password}  "
-                  "(Ctrl-C 结束 to stop)", highlight=False)
-    try:
-        await asyncio.sleep(seconds)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        console.print("结束演示 ending the demo")
 
 
 async def _refresh(s: aiohttp.ClientSession, snap: Snapshot, agent_url: str,
@@ -143,8 +136,20 @@ async def _agent_idle(agent_url: str) -> bool:
         st.get("serviceRecords", {}).get("pending", 0) == 0
 
 
-async def run(args: argparse.Namespace, console: Console) -> dict:
-    """Play the demo; returns the summary dict (raises ServiceError when a service fails)."""
+def waiting_area_summary(hall: Hall, hall_code: str, agent_db: dict) -> dict:
+    """Presses the waiting-area evaluators accepted, and how many the agent bound to a case."""
+    presses = [a for d in hall.waiting for a in d.accepted]
+    ratings = agent_db["ratings"]
+    bound = sum(1 for a in presses
+                if ratings.get(f"{hall_code}-{a.device_id}-{a.rseq}", {}).get("binding",
+                                                                            "unbound")
+                != "unbound")
+    return {"devices": len(hall.waiting), "presses": len(presses), "bound": bound}
+
+
+async def run(args: argparse.Namespace, console: Console, on_summary=None) -> dict:
+    """Play the demo; returns the summary dict (raises ServiceError when a service fails).
+    `on_summary(summary)` is called as soon as the summary exists — before a `--hold`."""
     own_dir = args.run_dir is None
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="hcp-demo-")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +168,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
                       f"\n运行目录 run dir: {run_dir}", highlight=False)
         webhook = await sink.start()
         broker_port = services.free_port() if args.link == "mqtt" else None
-        specs = rundir.make_devices(run_dir, args.devices, args.link, broker_port)
+        specs = rundir.make_devices(run_dir, args.devices, args.link, broker_port,
+                                    waiting_area=args.waiting_area)
+        clients = rundir.make_clients(run_dir)
         agent_pw = ""
         if args.link == "mqtt":
             import secrets
@@ -207,9 +214,13 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
             devices.append(device_class(args.runtime)(s.root, s.window, port, phrases,
                                                       skew_ppm=skew, seed=args.seed * 100 + i))
         plan = fmod.schedule(kinds, args.duration, args.devices, args.link)
-        hall = Hall(devices, agent_url, CitizenProfile(arrival_s=args.arrival), seed=args.seed,
+        hall = Hall(devices, agent_url, CitizenProfile(arrival_s=args.arrival,
+                                                       waiting_area=args.waiting_share),
+                    seed=args.seed,
                     faults=plan, run_id=time.strftime("%m%d%H%M%S"),
-                    broker_restart=broker.restart if broker is not None else None)
+                    broker_restart=broker.restart if broker is not None else None,
+                    business=(rundir.BUSINESS_CLIENT, clients[rundir.BUSINESS_CLIENT]),
+                    queue=(rundir.QUEUE_CLIENT, clients[rundir.QUEUE_CLIENT]))
         snap = Snapshot()
         view = View(console, hall, snap, args.duration, TITLE)
         await hall.start()
@@ -265,14 +276,33 @@ async def run(args: argparse.Namespace, console: Console) -> dict:
                 "button_presses": hall.button_presses(), "walk_aways": c.walk_aways,
                 "double_presses": c.double_presses, "unsolicited_presses": c.unsolicited,
                 "case_errors": c.case_errors, "reason_timeouts": c.reason_timeouts,
-                "run_dir": str(run_dir) if not own_dir else None,
-                "agent_url": agent_url, "console_url": console_url,
-                "console_user": DEMO_USER, "console_password": console_password})
-        if args.hold > 0:    # the summary first (JSON too), then the hall stays up
+                "queue_events": c.queue_events, "queue_errors": c.queue_errors,
+                "waiting_area_citizens": c.waiting_area,
+                "waiting_area": waiting_area_summary(hall, rundir.HALL_CODE, agent_db),
+                "agent_url": agent_url, "province_url": province_url,
+                "console_url": console_url, "console_user": DEMO_USER,
+                "console_password": console_password,
+                "run_dir": str(run_dir) if not own_dir else None})
+        if view is not None:
             view.stop()
-            report(console, args, summary)
-            await _hold(console, args.hold, console_url, console_password)
-            summary["reported"] = True
+            view = None
+        if on_summary is not None:
+            on_summary(summary)
+        if args.hold > 0:    # the summary first (JSON too), then the hall keeps running
+            console.print(f"[bold]保持运行 holding the hall for {args.hold:.0f} s[/] — 控制台 console "
+                          f"{console_url} 用户 user {DEMO_USER} 密码 password {console_password}; "
+                          f"代理 agent {agent_url} (/v1/status, /v1/devices, /v1/ratings/signals, "
+                          f"/metrics, /openapi.json), 省平台 province {province_url}/_stats; "
+                          "Ctrl-C 结束 to stop", highlight=False)
+            held = asyncio.create_task(hall.play(args.hold, with_faults=False))
+            try:
+                await asyncio.sleep(args.hold)
+            finally:
+                held.cancel()
+                try:
+                    await held
+                except (asyncio.CancelledError, Exception):
+                    pass
         return summary
     finally:
         if poller is not None:
@@ -327,6 +357,12 @@ def print_summary(console: Console, s: dict) -> None:
         ("差评 bad ratings (levels 4–5)", s["bad_ratings"]),
         ("差评告警 alerts raised / delivered", f"{s['alerts']} / {s.get('alerts_delivered', '-')}"),
     ]
+    wa = s.get("waiting_area")
+    if wa and wa.get("devices"):
+        lines.append(("等候区评价 waiting area: presses / bound to a case",
+                      f"{wa['presses']} / {wa['bound']}"))
+    if s.get("agent_url"):
+        lines.append(("代理地址 agent", s["agent_url"]))
     if s.get("faults"):
         lines.append(("故障 faults injected", ", ".join(s["faults"])))
     if s.get("stored_not_shown"):
@@ -359,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)      # CI logs: no 80-column wrapping of the summary
-    if args.devices < 1 or args.duration <= 0 or args.hold < 0:
-        console.print("参数错误 bad option: --devices ≥ 1, --duration > 0, --hold ≥ 0")
+    if args.devices < 1 or args.duration <= 0 or args.waiting_area < 0 or args.hold < 0 \
+            or not 0 <= args.waiting_share <= 1:
+        console.print("参数错误 bad option: --devices ≥ 1, --duration > 0, --waiting-area ≥ 0, "
+                      "--hold ≥ 0")
         return 2
     if args.runtime == "micropython":
         from .mpy_device import missing as mpy_missing
@@ -374,6 +412,18 @@ def main(argv: list[str] | None = None) -> int:
                           highlight=False)
             return 2
 
+    done: list[dict] = []
+
+    def emit(summary: dict) -> None:
+        """Summary on the terminal and in --json: before a --hold, so both are there to read
+        while the hall keeps running."""
+        done.append(summary)
+        print_summary(console, summary)
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, ensure_ascii=False, indent=1),
+                                       encoding="utf-8")
+            console.print(f"JSON: {args.json}")
+
     async def guarded() -> dict:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -381,28 +431,19 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
         except (NotImplementedError, RuntimeError):
             pass
-        return await run(args, console)
+        return await run(args, console, on_summary=emit)
 
     try:
-        summary = asyncio.run(guarded())
+        asyncio.run(guarded())
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("已中断，所有服务已停止 interrupted; everything started was stopped")
-        return 130
+        if not done:
+            return 130          # stopped before the summary; during --hold the run counts
     except services.ServiceError as exc:
         console.print(f"[red]启动失败 could not start[/]: {exc}", highlight=False)
         return 2
-    if not summary.pop("reported", False):
-        report(console, args, summary)
+    summary = done[0]
     return 0 if summary["lost"] == 0 and summary.get("drained") else 1
-
-
-def report(console: Console, args: argparse.Namespace, summary: dict) -> None:
-    """Print the summary and write `--json`."""
-    print_summary(console, summary)
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, ensure_ascii=False, indent=1),
-                                   encoding="utf-8")
-        console.print(f"JSON: {args.json}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from typing import Any, Callable
 
 from firmware import config as fwconfig
 from firmware import flow as fl
-from firmware import ratings
-from firmware.app import App
+from firmware.app import App, payload_size
 from firmware.board.sim import SimBoard, SimFB
 from firmware.clock import Clock
 from firmware.journal import Journal
@@ -49,22 +48,26 @@ class TrackedJournal(Journal):
 
 
 class Accepted:
-    """A press the device showed as accepted (journal append returned)."""
+    """A press the device showed as accepted (journal append returned); `ref` is the code a
+    waiting-area device had scanned for it (None at a window)."""
 
-    __slots__ = ("device_id", "rseq", "at", "level", "invite_id", "reason", "flags")
+    __slots__ = ("device_id", "rseq", "at", "level", "invite_id", "reason", "flags", "ref")
 
     def __init__(self, device_id: int, rseq: int, at: float, level: int, invite_id: int,
-                 reason: int, flags: int) -> None:
+                 reason: int, flags: int, ref: str | None = None) -> None:
         self.device_id, self.rseq, self.at = device_id, rseq, at
         self.level, self.invite_id, self.reason, self.flags = level, invite_id, reason, flags
+        self.ref = ref
 
 
 def provision(root: Path, device_id: int, key: bytes, hall: str, link: str,
-              mqtt: dict | None = None, flow: dict | None = None) -> None:
+              mqtt: dict | None = None, flow: dict | None = None, role: str = "window"
+              ) -> None:
     """Write a device folder as the provisioning tool would: config.json and device.key. The
-    reason tags arrive later from the agent (CONFIG) and the firmware stores catalogue.bin."""
+    reason tags arrive later from the agent (CONFIG) and the firmware stores catalogue.bin.
+    `role` "waiting_area" makes a waiting-area evaluator (scanner, no window)."""
     root.mkdir(parents=True, exist_ok=True)
-    cfg: dict[str, Any] = {"device_id": device_id, "hall": hall, "link": link,
+    cfg: dict[str, Any] = {"device_id": device_id, "hall": hall, "link": link, "role": role,
                            "catalogue_path": str(root / "catalogue.bin"),
                            "journal": {"capacity": 50000}, "status_interval_s": 5,
                            "session_timeout_s": 30,
@@ -86,9 +89,10 @@ class VirtualDevice:
 
     `port` is the pty adapter for a serial device (None for MQTT). `skew_ppm` makes the
     device's crystal run fast (+) or slow (−): its timers and the times it stamps drift.
+    `window` is None for a waiting-area device (its config says `"role": "waiting_area"`).
     """
 
-    def __init__(self, root: str | Path, window: str, port: PtyPort | None = None,
+    def __init__(self, root: str | Path, window: str | None, port: PtyPort | None = None,
                  phrases: dict | None = None, skew_ppm: float = 0.0, seed: int = 0) -> None:
         self.root = Path(root)
         self.window = window
@@ -105,6 +109,7 @@ class VirtualDevice:
             self.cfg.data["catalogue_path"] = str(self.root / cat_path)
         self.key = fwconfig.load_key(str(self.root / "device.key"))
         self.device_id = self.cfg.device_id
+        self.waiting_area = self.cfg.waiting_area
         stream = port.stream if port is not None else None
         self.board = SimBoard(stream, str(self.root / "journal"))
         self.app: App | None = None
@@ -132,7 +137,7 @@ class VirtualDevice:
         """Power on: a fresh app on the same folder (the journal recovers what is on disk)."""
         self.fs = CutFs(self.rng.randrange(1 << 30))
         cap = self.cfg["journal"]["capacity"]
-        journal = TrackedJournal(str(self.root / "journal"), ratings.PAYLOAD_SIZE,
+        journal = TrackedJournal(str(self.root / "journal"), payload_size(self.cfg),
                                  capacity=cap, fs=self.fs, on_append=self._appended)
         self.board.fb = SimFB()
         if self.port is not None:
@@ -228,8 +233,9 @@ class VirtualDevice:
         f = self.app.flow if self.app is not None else None
         if f is None:
             return
+        ref = bytes(f.ref[:f.rec_ref_len]).decode() if f.rec_ref_len else None
         self.accepted.append(Accepted(self.device_id, rseq, time.time(), f.rec_level,
-                                      f.rec_invite, f.rec_reason, f.rec_flags))
+                                      f.rec_invite, f.rec_reason, f.rec_flags, ref))
 
     # -- the citizen's hands -------------------------------------------------------------
     def press(self, button: int, at: float | None = None, hold_ms: float | None = None) -> float:
@@ -255,6 +261,12 @@ class VirtualDevice:
         ev.sort(key=lambda e: e[0])
         self.button_presses += 1
         return up
+
+    def scan(self, code: str) -> bool:
+        """The citizen holds a ticket or receipt under a waiting-area device's scanner."""
+        if not self.on or self.app is None or not self.waiting_area:
+            return False
+        return self.board.scan(code)
 
     # -- what the citizen (and the live view) sees ---------------------------------------
     @property

@@ -1,10 +1,11 @@
 """A virtual hall: N evaluators running the real firmware, their windows' staff and citizens,
-and the fault schedule, on one asyncio loop.
+the queue system, the waiting area's evaluators, and the fault schedule, on one asyncio loop.
 
 The devices are stepped from one task every few milliseconds, the way their own asyncio tasks
 would run on the board (buttons 5 ms, UI 20 ms, link 10 ms). The case reports go to the agent
-over real HTTP; the devices talk RL1 to the agent over real pty serial lines or a real MQTT
-broker. Nothing here knows the agent's insides.
+over real HTTP, signed as the hall's business system and queue system
+(edge_agent/intake_client.py); the devices talk RL1 to the agent over real pty serial lines or a
+real MQTT broker. Nothing here knows the agent's insides.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import Awaitable, Callable
 
 import aiohttp
 
-from .citizens import CitizenProfile, Counters, Window
+from edge_agent.intake_client import IntakeClient
+
+from .citizens import CitizenProfile, Counters, WaitingArea, Window
 from .device import VirtualDevice
 from .faults import Fault
 
@@ -24,12 +27,16 @@ TICK_S = 0.005
 
 
 class Hall:
-    """Devices + windows + faults. `agent_url` is the agent's HTTP base URL."""
+    """Devices + windows + faults. `agent_url` is the agent's HTTP base URL; `business` and
+    `queue` are the (client id, key) the business system and the queue system sign with (no
+    `queue`: the hall runs without a queue system)."""
 
     def __init__(self, devices: list[VirtualDevice], agent_url: str,
                  profile: CitizenProfile | None = None, seed: int = 1,
                  faults: list[Fault] | None = None, run_id: str = "",
-                 broker_restart: Callable[[float], Awaitable[None]] | None = None) -> None:
+                 broker_restart: Callable[[float], Awaitable[None]] | None = None,
+                 business: tuple[str, bytes] | None = None,
+                 queue: tuple[str, bytes] | None = None) -> None:
         self.devices = devices
         self.agent_url = agent_url.rstrip("/")
         self.profile = profile or CitizenProfile()
@@ -40,11 +47,20 @@ class Hall:
         self.counters = Counters()
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=200)
         self.fault_log: list[str] = []
+        if business is None:
+            raise ValueError("the hall needs its business system's intake client (id, key)")
+        self._business, self._queue_client = business, queue
+        self.waiting = [d for d in devices if d.waiting_area]
+        self.waiting_area = WaitingArea(self.waiting, self.profile, self.note)
         self.windows = [Window(d, i, self._post, self.profile, self.counters,
-                               random.Random(seed * 1000 + i), self.run_id, self.note)
-                        for i, d in enumerate(devices)]
+                               random.Random(seed * 1000 + i), self.run_id, self.note,
+                               queue=self._event if queue is not None else None,
+                               waiting=self.waiting_area)
+                        for i, d in enumerate(d for d in devices if not d.waiting_area)]
         self.started = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._biz: IntakeClient | None = None
+        self._queue: IntakeClient | None = None
         self._tasks: list[asyncio.Task] = []
         self._ticker: asyncio.Task | None = None
 
@@ -56,6 +72,9 @@ class Hall:
     async def start(self) -> None:
         """Power the devices on and start stepping them (no citizens yet)."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self._biz = IntakeClient(self.agent_url, *self._business, session=self._session)
+        if self._queue_client is not None:
+            self._queue = IntakeClient(self.agent_url, *self._queue_client, session=self._session)
         for d in self.devices:
             if d.port is not None:
                 d.port.plug()
@@ -71,15 +90,17 @@ class Hall:
             await asyncio.sleep(0.05)
         return False
 
-    async def play(self, duration_s: float) -> None:
-        """A hall session of `duration_s`: citizens arrive until then, faults on schedule; the
-        citizens being served at the end finish rating."""
+    async def play(self, duration_s: float, with_faults: bool = True) -> None:
+        """A hall session of `duration_s`: citizens arrive until then, faults on schedule (unless
+        not `with_faults`); the citizens being served at the end finish rating."""
         self.started = time.monotonic()
         until = self.started + duration_s
         self._tasks = [asyncio.create_task(w.run(until), name=f"window-{w.window}")
                        for w in self.windows]
-        self._tasks.append(asyncio.create_task(self._faults(), name="hall-faults"))
+        self._tasks.append(asyncio.create_task(
+            self._faults() if with_faults else asyncio.sleep(0), name="hall-faults"))
         await asyncio.gather(*self._tasks[:-1])
+        await self.waiting_area.finish()
         await self._finish_faults()
 
     async def drain(self, timeout: float) -> bool:
@@ -93,9 +114,11 @@ class Hall:
 
     async def close(self) -> None:
         """Stop everything this hall started (safe to call more than once)."""
-        for t in self._tasks:
+        waiting = list(self.waiting_area.tasks)
+        self.waiting_area.tasks = []
+        for t in self._tasks + waiting:
             t.cancel()
-        for t in self._tasks:
+        for t in self._tasks + waiting:
             try:
                 await t
             except (asyncio.CancelledError, Exception):
@@ -132,18 +155,32 @@ class Hall:
     # -- staff ---------------------------------------------------------------------------
     async def _post(self, body: dict) -> bool:
         """POST /v1/cases (the window's business system reporting a finished case)."""
-        assert self._session is not None
+        assert self._biz is not None
         try:
-            async with self._session.post(self.agent_url + "/v1/cases", json=body) as r:
-                if r.status in (200, 201):
-                    return True
-                text = await r.text()
-                self.counters.last_case_error = f"HTTP {r.status}: {text[:200]}"
+            status, reply = await self._biz.post_case(body)
+            if status in (200, 201):
+                return True
+            self.counters.last_case_error = f"HTTP {status}: {str(reply)[:200]}"
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.counters.last_case_error = f"{type(exc).__name__}"
         self.counters.case_errors += 1
         self.note(f"{body['window']}: 办件上报失败 case report failed: "
                   f"{self.counters.last_case_error[:80]}")
+        return False
+
+    async def _event(self, event: dict) -> bool:
+        """POST /v1/queue/events (the queue system: ticket issued, called, started, finished)."""
+        assert self._queue is not None
+        try:
+            status, reply = await self._queue.post_event(event)
+            if status in (200, 201):
+                self.counters.queue_events += 1
+                return True
+            error = f"HTTP {status}: {str(reply)[:120]}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = type(exc).__name__
+        self.counters.queue_errors += 1
+        self.note(f"排队事件上报失败 queue event failed: {error[:80]}")
         return False
 
     # -- faults --------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from .hall import Hall
 LINK_STYLE = {"up": "green", "hello": "yellow", "down": "red", "off": "red"}
 SCREEN_TEXT = {"idle": "待机 idle", "invite": "请评价 invited", "reason": "选原因 reason",
                "thanks": "谢谢 thanks", "paused": "暂停 paused", "corrupt": "存储故障 corrupt",
-               "off": "断电 off", "": ""}
+               "off": "断电 off", "scan": "请扫码 scan", "scan_bad": "无法识别 unreadable",
+               "": ""}
 
 
 class Snapshot:
@@ -50,6 +51,13 @@ def _windows(hall: Hall) -> Table:
         t.add_row(w.window, str(d.device_id), Text(ls.upper(), style=LINK_STYLE.get(ls, "")),
                   SCREEN_TEXT.get(d.screen, d.screen), inv, w.serving, str(len(d.accepted)),
                   "-" if backlog < 0 else str(backlog), str(d.boots))
+    for d in hall.waiting:
+        ls = d.link_state
+        backlog = d.backlog
+        t.add_row("等候区 waiting", str(d.device_id),
+                  Text(ls.upper(), style=LINK_STYLE.get(ls, "")),
+                  SCREEN_TEXT.get(d.screen, d.screen), "", hall.waiting_area.serving,
+                  str(len(d.accepted)), "-" if backlog < 0 else str(backlog), str(d.boots))
     return t
 
 

@@ -66,6 +66,7 @@ class MpyDevice:
         self.heap = heap
         self.cfg = fwconfig.load(str(self.root / "config.json"))
         self.device_id = self.cfg.device_id
+        self.waiting_area = self.cfg.waiting_area
         if phrases:
             (self.root / "phrases.bin").write_bytes(build_pack(phrases))
         self.proc: subprocess.Popen | None = None
@@ -151,10 +152,12 @@ class MpyDevice:
         if kind == "S":
             self.status = json.loads(rest)
         elif kind == "A":
-            rseq, level, invite, reason, flags = (int(x) for x in rest.split())
+            words = rest.split()
+            rseq, level, invite, reason, flags = (int(x) for x in words[:5])
+            ref = words[5] if len(words) > 5 else None      # a waiting-area scan
             with self._lock:
                 self.accepted.append(Accepted(self.device_id, rseq, time.time(), level,
-                                              invite, reason, flags))
+                                              invite, reason, flags, ref))
         elif kind == "R":
             self.restarts += 1
 
@@ -246,6 +249,13 @@ class MpyDevice:
             return "网络连接中断 network connection dropped"
         self._command(f"U {int(seconds * 1000)}")
         return f"串口线路中断 serial line dead for {seconds:.0f} s"
+
+    def scan(self, code: str) -> bool:
+        """The citizen holds a ticket or receipt under a waiting-area device's scanner."""
+        if not self.on or not self.waiting_area:
+            return False
+        self._command(f"C {code}")
+        return True
 
     def tags_on_page(self) -> int:
         return int(self.status.get("tags", 0)) if self.on else 0

@@ -4,6 +4,7 @@ paths, MQTT passwords, and the agent's `hall.toml` naming all of it — nothing 
     run_dir/
       hall.toml                    the agent's configuration (generated)
       keys/1001.key                the agent's copy of each device key
+      clients/demo-biz.key         intake keys of the hall's business and queue systems
       devices/1001/                each device's own "flash": config.json, device.key,
                                    journal/, and catalogue.bin once the agent pushed it
       dev/ttyHCP1001               serial devices: stable symlink to the pty slave
@@ -30,15 +31,20 @@ WINDOW_NAMES = ("综合受理一号窗", "综合受理二号窗", "社保医保�
                 "公积金窗", "税务窗", "户政窗", "出入境窗", "交通窗")
 
 
+BUSINESS_CLIENT = "demo-biz"      # the windows' business system (POST /v1/cases)
+QUEUE_CLIENT = "demo-queue"       # the queue system (POST /v1/queue/events)
+
+
 @dataclass
 class DeviceSpec:
     device_id: int
-    window: str
+    window: str | None                # None: a waiting-area evaluator
     window_name: str
     root: Path
     link: str
     port_path: Path | None
     mqtt_password: str = ""
+    role: str = "window"
 
 
 def phrases() -> dict:
@@ -52,28 +58,48 @@ def phrases() -> dict:
 
 
 def make_devices(run_dir: Path, n: int, link: str, broker_port: int | None = None,
-                 flow: dict | None = None, first_id: int = 1001) -> list[DeviceSpec]:
-    """Keys, device folders and port paths for `n` devices at windows A01..An."""
+                 flow: dict | None = None, first_id: int = 1001, waiting_area: int = 0
+                 ) -> list[DeviceSpec]:
+    """Keys, device folders and port paths for `n` devices at windows A01..An, then
+    `waiting_area` evaluators in the waiting area (no window, a ticket/receipt scanner)."""
     (run_dir / "keys").mkdir(parents=True, exist_ok=True)
     (run_dir / "dev").mkdir(exist_ok=True)
     specs = []
-    for i in range(n):
+    for i in range(n + waiting_area):
         did = first_id + i
         key = secrets.token_bytes(32)
         kf = run_dir / "keys" / f"{did}.key"
         kf.write_bytes(key)
         kf.chmod(0o600)
-        window = f"A{i + 1:02d}"
+        waiting = i >= n
+        window = None if waiting else f"A{i + 1:02d}"
+        name = (f"等候区评价器{i - n + 1}（虚拟）" if waiting
+                else WINDOW_NAMES[i % len(WINDOW_NAMES)] + "（虚拟）")
         root = run_dir / "devices" / str(did)
         pw = secrets.token_hex(12) if link == "mqtt" else ""
         mqtt = {"host": "127.0.0.1", "port": broker_port, "password": pw,
                 "keepalive": 10} if link == "mqtt" else None
-        vdev.provision(root, did, key, HALL_CODE, link, mqtt=mqtt, flow=flow)
-        specs.append(DeviceSpec(did, window, WINDOW_NAMES[i % len(WINDOW_NAMES)] + "（虚拟）",
-                                root, link,
+        role = "waiting_area" if waiting else "window"
+        vdev.provision(root, did, key, HALL_CODE, link, mqtt=mqtt, flow=flow, role=role)
+        specs.append(DeviceSpec(did, window, name, root, link,
                                 run_dir / "dev" / f"ttyHCP{did}" if link == "serial" else None,
-                                pw))
+                                pw, role))
     return specs
+
+
+def make_clients(run_dir: Path) -> dict[str, bytes]:
+    """Intake keys for the hall's business system and queue system (files 0600 under
+    clients/, as `hcp agent client add` makes them); {client id: key}."""
+    d = run_dir / "clients"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = {}
+    for cid in (BUSINESS_CLIENT, QUEUE_CLIENT):
+        key = secrets.token_bytes(32)
+        kf = d / f"{cid}.key"
+        kf.write_text(key.hex() + "\n")
+        kf.chmod(0o600)
+        out[cid] = key
+    return out
 
 
 def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
@@ -91,9 +117,12 @@ def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
         f"invite_lifetime_s = {invite_lifetime_s}", "binding_window_s = 600",
         'log_level = "warning"', f'catalogue = "{CATALOGUE_JSON}"', ""]
     for s in specs:
-        lines += ["[[windows]]", f'id = "{s.window}"', f'name = "{s.window_name}"', ""]
+        if s.window is not None:
+            lines += ["[[windows]]", f'id = "{s.window}"', f'name = "{s.window_name}"', ""]
     for s in specs:
-        lines += ["[[devices]]", f"id = {s.device_id}", f'window = "{s.window}"',
+        place = (f'window = "{s.window}"' if s.window is not None
+                 else 'role = "waiting_area"')
+        lines += ["[[devices]]", f"id = {s.device_id}", place,
                   f'link = "{s.link}"', f'key_file = "keys/{s.device_id}.key"']
         if s.port_path is not None:
             lines.append(f'port = "{s.port_path}"')
@@ -101,6 +130,12 @@ def write_hall_config(run_dir: Path, specs: list[DeviceSpec], province_url: str,
     if broker_port is not None:
         lines += ["[broker]", 'host = "127.0.0.1"', f"port = {broker_port}",
                   'username = "hcp-agent"', f'password = "{agent_password}"', ""]
+    if not (run_dir / "clients" / f"{QUEUE_CLIENT}.key").exists():
+        make_clients(run_dir)
+    for cid, kind in ((BUSINESS_CLIENT, "business"), (QUEUE_CLIENT, "queue")):
+        lines += ["[[clients]]", f'id = "{cid}"', f'kind = "{kind}"',
+                  f'key_file = "clients/{cid}.key"', 'windows = ["*"]', "rate_per_min = 6000",
+                  ""]
     lines += ["[upstream]", f'profile = "{profile}"', f'url = "{province_url}"',
               "timeout_s = 5", 'data_source = "001"', *(upstream_extra or []), ""]
     if webhook_url:

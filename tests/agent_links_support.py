@@ -25,7 +25,7 @@ from protocol import messages as m
 from protocol.arq import RecordSender
 from protocol.errors import ProtocolError
 from protocol.session import DEVICE, Session
-from tests.agent_support import PRIVACY_KEY, AREA
+from tests.agent_support import PRIVACY_KEY, AREA, clients_toml, write_client_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -367,27 +367,32 @@ class Broker:
 
 def write_links_config(tmp: Path, *, serial_port: Path | None = None,
                        mqtt_devices: tuple[int, ...] = (), broker_port: int | None = None,
-                       agent_password: str = "", extra: str = "") -> tuple[Path, dict]:
-    """A hall.toml with device 1001 on `serial_port` (if given) and MQTT devices; returns the
-    path and {device_id: key} (raw 32-byte key files under keys/). `extra` is appended TOML
-    (more devices, an [alerts] table)."""
+                       agent_password: str = "", extra: str = "",
+                       waiting_area: tuple[int, ...] = (), serial_id: int = 1001
+                       ) -> tuple[Path, dict]:
+    """A hall.toml with device `serial_id` on `serial_port` (if given) and MQTT devices; returns
+    the path and {device_id: key} (raw 32-byte key files under keys/). Devices in
+    `waiting_area` stand in the waiting area (no window). `extra` is appended TOML (more
+    devices, an [alerts] table). The test intake clients are configured (agent_support)."""
+    write_client_keys(tmp)
     keys_dir = tmp / "keys"
     keys_dir.mkdir(exist_ok=True)
     keys: dict[int, bytes] = {}
     windows = ["A01", "A02", "A03", "A04"]
     devs = []
     if serial_port is not None:
-        devs.append((1001, "serial"))
+        devs.append((serial_id, "serial"))
     devs += [(d, "mqtt") for d in mqtt_devices]
     dev_text = ""
     for i, (did, link) in enumerate(devs):
         key = os.urandom(32)
         keys[did] = key
         (keys_dir / f"{did}.key").write_bytes(key)
+        place = 'role = "waiting_area"' if did in waiting_area else f'window = "{windows[i]}"'
         dev_text += f"""
 [[devices]]
 id = {did}
-window = "{windows[i]}"
+{place}
 link = "{link}"
 key_file = "keys/{did}.key"
 """
@@ -416,6 +421,7 @@ listen = "127.0.0.1:0"
 {dev_text}
 {extra}
 {broker}
+{clients_toml()}
 
 [upstream]
 profile = "gbt39046-json"

@@ -18,12 +18,16 @@ from typing import Any
 import aiohttp
 
 from edge_agent.idcheck import credit_code_check_char, resident_id_check_char
+from edge_agent.intake_client import IntakeClient
 from protocol.messages import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 HCP = str(ROOT / ".venv" / "bin" / "hcp")
 PRIVACY_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 AREA = "371402"
+# intake clients every test hall has (synthetic keys): the business system and the queue system
+BIZ, QUEUE = "test-biz", "test-queue"
+CLIENT_KEYS = {BIZ: bytes(range(0x10, 0x30)), QUEUE: bytes(range(0x30, 0x50))}
 
 
 def synthetic_id(n: int) -> str:
@@ -69,10 +73,51 @@ def rec(rseq: int, level: int = 1, invite_id: int = 0, flags: int = 0, reasons=(
                   tuple(reasons))
 
 
+def write_client_keys(tmp: Path) -> None:
+    """The test clients' key files (mode 0600, as `hcp agent client add` writes them)."""
+    (tmp / "clients").mkdir(exist_ok=True)
+    for cid, key in CLIENT_KEYS.items():
+        kf = tmp / "clients" / f"{cid}.key"
+        kf.write_text(key.hex() + "\n")
+        kf.chmod(0o600)
+
+
+def clients_toml(biz_windows: str = '"*"') -> str:
+    """The [[clients]] tables of the test clients (keys from write_client_keys)."""
+    return f"""
+[[clients]]
+id = "{BIZ}"
+kind = "business"
+key_file = "clients/{BIZ}.key"
+windows = [{biz_windows}]
+rate_per_min = 6000
+
+[[clients]]
+id = "{QUEUE}"
+kind = "queue"
+key_file = "clients/{QUEUE}.key"
+windows = ["*"]
+rate_per_min = 6000
+"""
+
+
 def write_config(tmp: Path, *, upstream_url: str = "http://127.0.0.1:9/", profile: str =
                  "gbt39046-json", auth: str = "none", extra_upstream: str = "",
-                 alerts: str = "", binding_window_s: int = 600, name: str = "hall.toml") -> Path:
-    """A hall.toml for tests: two windows (A01 with device 1001, A02 with device 1002)."""
+                 alerts: str = "", binding_window_s: int = 600, name: str = "hall.toml",
+                 unsolicited: str = "keep", waiting_area: bool = False,
+                 biz_windows: str = '"*"', reference_max_age_s: int = 86400) -> Path:
+    """A hall.toml for tests: windows A01 (device 1001), A02 (device 1002), A03 (no device);
+    `waiting_area` adds the waiting-area evaluator 1003. Clients test-biz (business, windows
+    `biz_windows`) and test-queue (queue, every window)."""
+    write_client_keys(tmp)
+    wa = """
+[[devices]]
+id = 1003
+role = "waiting_area"
+link = "serial"
+port = "/dev/null"
+key_file = "keys/1003.key"
+""" if waiting_area else ""
     text = f"""
 [hall]
 name = "测试大厅（虚构）"
@@ -110,7 +155,12 @@ window = "A02"
 link = "serial"
 port = "/dev/null"
 key_file = "keys/1002.key"
+{wa}
+[binding]
+unsolicited = "{unsolicited}"
+reference_max_age_s = {reference_max_age_s}
 
+{clients_toml(biz_windows)}
 [upstream]
 profile = "{profile}"
 url = "{upstream_url}"
@@ -201,6 +251,14 @@ async def wait_for(pred, timeout: float = 20.0, interval: float = 0.05) -> Any:
         await asyncio.sleep(interval)
 
 
+async def upload_tried(h: Any) -> None:
+    """Wait until the agent's uploader has tried every job (the province may be absent).
+    Stopping an agent the instant its uploader was woken can hang on Python 3.11: the uploader
+    sleeps in asyncio.wait_for, which may swallow the cancellation (gh-86296) — an uploader
+    matter, noted for its owners; tests that bind a rating and stop at once wait for this."""
+    await wait_for(lambda: h.q("SELECT MIN(attempts) FROM outbox") not in ([(0,)], [(None,)]))
+
+
 async def http_json(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s:
         async with s.request(method, url, json=body) as r:
@@ -256,14 +314,21 @@ class running_agent:
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.biz = IntakeClient(self.url, BIZ, CLIENT_KEYS[BIZ])
+        self.queue = IntakeClient(self.url, QUEUE, CLIENT_KEYS[QUEUE])
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.runner.cleanup()
         await self.agent.stop()
 
-    async def post_case(self, body: dict) -> tuple[int, Any]:
-        return await http_json("POST", self.url + "/v1/cases", body)
+    async def post_case(self, body: Any) -> tuple[int, Any]:
+        """POST /v1/cases signed as the hall's business system (test-biz)."""
+        return await self.biz.post_case(body)
+
+    async def post_event(self, event: Any) -> tuple[int, Any]:
+        """POST /v1/queue/events signed as the hall's queue system (test-queue)."""
+        return await self.queue.post_event(event)
 
     async def get_case(self, project_no: str) -> tuple[int, Any]:
         return await http_json("GET", self.url + "/v1/cases/" + project_no)

@@ -93,6 +93,7 @@ class AgentEnd:
         # lean=N: count commits of rseq 1..N in a preallocated bytearray instead (heap runs)
         self.counts = bytearray(lean + 1) if lean else None
         self.statuses = []
+        self.ref_frames = []    # records per RECORDS_REF frame received
         self.hellos = []
         self.errors = []
         self.rejected = 0
@@ -167,7 +168,9 @@ class AgentEnd:
             self._out(now, self.session.hello_ack(nonce, {
                 "time": self.time_fn(), "cum": self.rx.cum, "window": self.window,
                 "cat_version": self.cat_version}))
-        elif t == m.RECORDS:
+        elif t == m.RECORDS or t == m.RECORDS_REF:
+            if t == m.RECORDS_REF:
+                self.ref_frames.append(len(fields["records"]))
             if not self.accept:
                 self._out(now, self.session.seal(m.ERROR, {"code": m.E_BUSY,
                                                            "ref_seq": f.seq})[1])

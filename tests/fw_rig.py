@@ -14,7 +14,7 @@ WALL = 1795000000
 
 class Rig:
     def __init__(self, root, up=None, down=None, seed=1, capacity=50000, stream=None,
-                 agent_stream=None, flow=None, journal=None):
+                 agent_stream=None, flow=None, journal=None, role="window"):
         self.root = root
         self.t = [0]
         self.now = 0
@@ -25,7 +25,7 @@ class Rig:
         f = {"thanks_s": 1}
         if flow:
             f.update(flow)
-        self.cfg = Config({"device_id": DEV, "catalogue_path": root + "/cat.bin",
+        self.cfg = Config({"device_id": DEV, "catalogue_path": root + "/cat.bin", "role": role,
                            "journal": {"dir": root + "/j", "capacity": capacity}, "flow": f})
         self.board = SimBoard(stream, root + "/j")
         self.app = App(self.board, self.cfg, KEY, clock=self.clock, phrases={}, journal=journal)
@@ -64,6 +64,11 @@ class Rig:
         self.run(80)
         self.board.release(button)
         self.run(80)
+
+    def scan(self, code):
+        """A waiting-area citizen scans a ticket or receipt code."""
+        self.board.scan(code)
+        self.run(60)
 
     def journalled(self):
         j = self.app.journal

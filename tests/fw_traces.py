@@ -15,7 +15,7 @@ from firmware.catalogue import Catalogue, build_blob
 from firmware.clock import Clock
 from firmware.config import Config
 from firmware.links.base import Link
-from firmware.ratings import PAYLOAD_SIZE
+from firmware.ratings import PAYLOAD_SIZE, REF_PAYLOAD_SIZE, to_record
 from protocol.messages import unpack_record
 
 B1, B2, B3, B4, B5 = 1, 2, 4, 8, 16
@@ -43,21 +43,30 @@ def catalogue(n):
 
 
 class Harness:
-    def __init__(self, root, unsolicited=True, cat=None, capacity=50000, flow=None):
+    def __init__(self, root, unsolicited=True, cat=None, capacity=50000, flow=None,
+                 role="window"):
         _mkdirs(root)
         self.t = [0]
         self.clock = Clock(ticks=lambda: self.t[0])
         f = {"unsolicited": unsolicited}
         if flow:
             f.update(flow)
-        self.cfg = Config({"device_id": 1001, "catalogue_path": root + "/cat.bin",
+        self.cfg = Config({"device_id": 1001, "catalogue_path": root + "/cat.bin", "role": role,
                            "journal": {"dir": root + "/j", "capacity": capacity}, "flow": f})
         self.board = SimBoard(None, root + "/j")
+        self.cat = cat
+        self.app = None
+        self.boot()
+        self.now = 0
+
+    def boot(self):
+        """Power on (again): a new app on the same journal directory."""
+        if self.app is not None and self.app.journal is not None:
+            self.app.journal.close()
         self.app = App(self.board, self.cfg, bytes(32), link=Link(), clock=self.clock,
                        phrases={})
-        if cat is not None:
-            self.app.flow.set_catalogue(cat)
-        self.now = 0
+        if self.cat is not None:
+            self.app.flow.set_catalogue(self.cat)
 
     def advance(self, ms):
         end = self.now + ms
@@ -90,8 +99,12 @@ class Harness:
         j = self.app.journal
         out = []
         for r, p in j.iter_unacked():
-            assert len(p) == PAYLOAD_SIZE
-            rec = unpack_record(p, 0)
+            if self.cfg.waiting_area:
+                assert len(p) == REF_PAYLOAD_SIZE
+                rec = to_record(p, j.boot_count, self.clock)
+            else:
+                assert len(p) == PAYLOAD_SIZE
+                rec = unpack_record(p, 0)
             assert rec.rseq == r
             out.append(rec)
         return out
@@ -312,9 +325,68 @@ def s_thanks_after_append(root):
     assert seen == [6] and h.records()[0].level == 1
 
 
+def s_scan_rate(root):
+    """Waiting area: scan the ticket, rate, choose the 差评 reason, thanks; the reference is
+    journalled with the rating and survives a reboot."""
+    h = Harness(root, role="waiting_area", cat=catalogue(6))
+    h.advance(20)
+    assert h.screen == "scan" and h.app.display.caption == "请扫描排队小票或回执二维码"
+    h.tap(B2)                          # nothing scanned: not a rating
+    assert h.records() == [] and h.state == 0
+    assert h.board.scan("20261118A023")
+    h.advance(500)
+    assert h.screen == "invite" and h.app.flow.scanning and h.board.beeps == 1
+    assert "20261118A023" in h.board.fb.text_lines()
+    h.tap(B4)
+    assert h.screen == "reason"
+    h.board.scan("OTHER-TICKET")       # a scan while the reason is chosen changes nothing
+    h.advance(50)
+    h.tap(B2)
+    assert h.screen == "thanks"
+    h.advance(3500)
+    assert h.screen == "scan"
+    recs = h.records()
+    assert len(recs) == 1, recs
+    r = recs[0]
+    assert (r.level, r.reasons, r.invite_id, r.ref) == (4, (202,), 0, "20261118A023"), r
+    assert r.flags & (m.REC_UNSOLICITED | m.REC_TOO_FAST) == 0, r
+    h.board.scan("TEST-3714-20261118-000042")
+    h.advance(100)
+    h.tap(B1)                          # pressed 100 ms after the scan: too fast, still kept
+    h.advance(3500)
+    h.boot()                           # power cycle: both refs come back from flash
+    recs = h.records()
+    assert [(x.level, x.ref) for x in recs] == [(4, "20261118A023"),
+                                               (1, "TEST-3714-20261118-000042")], recs
+    assert recs[1].flags & m.REC_TOO_FAST
+
+
+def s_scan_unreadable(root):
+    """Waiting area: a line that is no usable code asks for another scan; a scan nobody rates
+    times out; neither records anything."""
+    h = Harness(root, role="waiting_area", flow={"default_lifetime_s": 5})
+    h.advance(20)
+    h.board.scan("X" * 65)             # longer than an RL1 reference
+    h.advance(50)
+    assert h.screen == "scan_bad" and h.app.display.caption == "无法识别，请重新扫描"
+    h.advance(3100)
+    assert h.screen == "scan"
+    h.board.scan("票号 A023".encode("utf-8"))
+    h.advance(50)
+    assert h.screen == "scan_bad"
+    h.board.scan("A023")
+    h.advance(50)
+    assert h.screen == "invite"
+    h.advance(61000)                   # scanned, never rated: back to the prompt
+    assert h.screen == "scan" and h.records() == []
+    sc = h.app.scanner
+    assert (sc.codes, sc.rejected) == (1, 2), (sc.codes, sc.rejected)
+
+
 SCENARIOS = (s_bounce, s_hold, s_chatter_while_held, s_double_press, s_walk_away,
              s_reason_paging, s_reason_level4, s_reason_timeout, s_no_catalogue, s_unsolicited,
-             s_too_fast, s_cancel_and_queue, s_unsynced_time, s_thanks_after_append)
+             s_too_fast, s_cancel_and_queue, s_unsynced_time, s_thanks_after_append,
+             s_scan_rate, s_scan_unreadable)
 
 
 def run_all(base):

@@ -110,6 +110,18 @@ def build() -> list[dict]:
     rec_unsolicited = m.Record(121, 40, 0, 1, 2, m.REC_UNSOLICITED | m.REC_CLOCK_UNSYNCED, ())
     _, f = up.seal(m.RECORDS, {"low": 121, "records": [rec_unsolicited]}, fr.FLAG_RETX)
     vs.append(_vector("records_unsolicited_unsynced", "uplink", f, True))
+    scanned = [m.Record(122, T0 + 5, 0, 1, 1, 0, (), "20261118A023"),
+               m.Record(123, T0 + 70, 0, 1, 4, 0, (201,), "TEST-3714-20261118-000042")]
+    refs = _session(DEVICE)      # its own session: the vectors above keep their sequence numbers
+    refs.tx_seq = 70
+    _, f = refs.seal(m.RECORDS_REF, {"low": 122, "records": scanned})
+    vs.append(_vector("records_ref", "uplink", f, True,
+                      note="waiting-area records with the scanned ticket / receipt code"))
+    longest = [m.Record(124 + i, T0 + 80 + i, 0, 1, 2, 0, (), "R" * m.MAX_REF)
+               for i in range(2)]
+    _, f = refs.seal(m.RECORDS_REF, {"low": 124, "records": longest})
+    vs.append(_vector("records_ref_longest", "uplink", f, True,
+                      note="two records with 64-byte references: the most that fit a frame"))
     _, f = up.seal(m.STATUS, {"status": m.ST_CLOCK_SYNCED, "ui_state": 1, "boot": 12,
                               "uptime": 3600, "low": 100, "next_rseq": 130, "unacked": 30,
                               "capacity": 50000, "cat_version": 1, "last_error": 0})
@@ -198,6 +210,23 @@ def build() -> list[dict]:
     f6 = fr.build(m.RECORDS, 0, DEVICE_ID, 51, bytes(badlvl), s6._key)
     vs.append(_vector("bad_level", "uplink", f6, False, "bad_payload",
                       note="level 6 does not exist: rejected, never mapped to a level"))
+    s7 = _session(DEVICE)
+    s7.tx_seq = 60
+    ref_payload = bytearray(m.encode(m.RECORDS_REF, {"low": 122, "records": scanned[:1]}))
+    bad_ref = bytearray(ref_payload)
+    bad_ref[5 + m.RECORD_LEN + 1 + 8] = 0x20          # a space inside the scanned code
+    vs.append(_vector("records_ref_bad_char", "uplink",
+                      fr.build(m.RECORDS_REF, 0, DEVICE_ID, 61, bytes(bad_ref), s7._key), False,
+                      "bad_payload", note="a reference byte outside 0x21..0x7E"))
+    invited = bytearray(ref_payload)
+    invited[5 + 11] = 7                               # invite_id low byte: not 0
+    vs.append(_vector("records_ref_invited", "uplink",
+                      fr.build(m.RECORDS_REF, 0, DEVICE_ID, 62, bytes(invited), s7._key), False,
+                      "bad_payload", note="a scanned record never carries an invitation"))
+    short = bytes(ref_payload[:-3])                   # reference cut short of its length byte
+    vs.append(_vector("records_ref_truncated_ref", "uplink",
+                      fr.build(m.RECORDS_REF, 0, DEVICE_ID, 63, short, s7._key), False,
+                      "bad_payload", note="the length byte promises more reference bytes"))
     vs.append(_vector("garbage", "uplink", b"", False, "bad_cobs",
                       wire=bytes.fromhex("ff1300"), note="line noise: a code byte past the end"))
     return vs

@@ -31,13 +31,14 @@ def available() -> str | None:
 
 
 def run(code: str, packages: tuple[str, ...] = ("protocol",), files: dict[str, str] | None = None,
-        heap: int = 8 * 1024 * 1024, timeout: float = 120.0) -> str:
-    """Run `code` under MicroPython with the repo's `packages` importable from /lib.
+        heap: int = 8 * 1024 * 1024, timeout: float = 120.0, root: Path = ROOT) -> str:
+    """Run `code` under MicroPython with `packages` of `root` importable from /lib (`root`: the
+    repository, or a firmware build folder of .mpy files from tools/firmware_build.py).
 
     Returns stdout. Raises MicroPythonError (with stdout and stderr) when the code raises.
     """
     job = {
-        "dirs": {str(ROOT / p): f"/lib/{p}" for p in packages},
+        "dirs": {str(Path(root) / p): f"/lib/{p}" for p in packages},
         "files": files or {},
         "code": code,
         "heap": heap,

@@ -62,7 +62,8 @@ def test_bad_rating_alert_webhook_with_retry(tmp_path):
 
     async def scenario():
         url = await sup.start()
-        cfg = write_config(tmp_path, alerts=f'webhook_url = "{url}"')
+        # a hall that opted in to inference: the unsolicited 差评 below binds late
+        cfg = write_config(tmp_path, alerts=f'webhook_url = "{url}"', unsolicited="infer")
         try:
             async with running_agent(cfg, gateway=gw) as h:
                 status, reply = await h.post_case(case_body("P-BAD", n=3))

@@ -1,12 +1,13 @@
-"""Binding rules: by invitation, inferred for unsolicited presses, late cases, one rating per case,
-unbound ratings kept and listed but never uploaded."""
+"""Binding rules: by invitation; unsolicited presses kept unbound by default, inferred only where a
+hall opted in (late cases too); one rating per case; unbound ratings kept and listed but never
+uploaded."""
 from __future__ import annotations
 
 import asyncio
 import time
 
 from tests.agent_support import (RecordingGateway, case_body, http_json, rec, run_cli,
-                                 running_agent, wait_for, write_config)
+                                 running_agent, upload_tried, wait_for, write_config)
 
 
 def _row(h, device_id, rseq):
@@ -76,7 +77,7 @@ def test_unsolicited_press_binds_to_latest_unrated_case_inferred(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             await _case(h, gw, "P-OLD", finishedAt=_cst(now - 300))
             await _case(h, gw, "P-NEW", finishedAt=_cst(now - 30))
@@ -97,7 +98,8 @@ def test_unsolicited_press_outside_binding_window_does_not_bind(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path, binding_window_s=600), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, binding_window_s=600,
+                                              unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             await _case(h, gw, "P-STALE", finishedAt=_cst(now - 1200),
                         acceptedAt=_cst(now - 1500))
@@ -110,7 +112,7 @@ def test_late_case_binds_unbound_press_within_window(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             # a press 20 min ago (outside the window) and one 3 min ago, then the case arrives
             await h.agent.ingest(1001, [rec(1, level=1)], now - 1200)
@@ -136,7 +138,7 @@ def test_invited_rating_beats_an_unsolicited_press(tmp_path):
     gw = RecordingGateway()
 
     async def scenario():
-        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+        async with running_agent(write_config(tmp_path, unsolicited="infer"), gateway=gw) as h:
             now = time.time()
             await h.agent.ingest(1001, [rec(1, level=1)], now - 20)     # before the case
             inv = await _case(h, gw, "P-EXACT", acceptedAt=_cst(now - 300),
@@ -202,3 +204,95 @@ def test_unsynced_clock_uses_receipt_time(tmp_path):
 
 def _cst(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts + 8 * 3600))
+
+
+def test_unsolicited_presses_are_kept_not_bound_by_default(tmp_path):
+    """The default: a press with no invitation is evidence of nothing — kept, counted, shown,
+    never bound, not even later (a passer-by or staff would otherwise rate for a citizen)."""
+    gw = RecordingGateway()
+
+    async def scenario():
+        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+            now = time.time()
+            await _case(h, gw, "P-OPEN", finishedAt=_cst(now - 30))
+            await _expire_invitations(h, now)     # its citizen left without rating
+            await h.agent.ingest(1001, [rec(1, level=1)], now)
+            await h.agent.ingest(1001, [rec(2, level=5, reasons=(107,))], now)
+            assert _row(h, 1001, 1) == ("unbound", "unsolicited", None, None, 0)
+            assert _row(h, 1001, 2) == ("unbound", "unsolicited", None, None, 0)
+            # a case reported afterwards does not take them either
+            await _case(h, gw, "P-NEXT")
+            await _expire_invitations(h, time.time())
+            await asyncio.sleep(0.3)
+            assert _row(h, 1001, 1)[:2] == ("unbound", "unsolicited")
+            _, state = await h.get_case("P-OPEN")
+            assert state["rated"] is False
+            # counted and shown
+            _, status = await http_json("GET", h.url + "/v1/status")
+            assert status["unbound"] == {"unsolicited": 2}
+            _, unbound = await http_json("GET", h.url + "/v1/ratings/unbound")
+            assert {u["unboundReason"] for u in unbound} == {"unsolicited"}
+            assert h.q("SELECT COUNT(*) FROM outbox") == [(0,)]
+    asyncio.run(scenario())
+
+
+def test_inference_is_opted_in_per_window(tmp_path):
+    gw = RecordingGateway()
+    cfg = write_config(tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace(
+        'id = "A02"\nname = "二号窗（测试）"',
+        'id = "A02"\nname = "二号窗（测试）"\nbinding.unsolicited = "infer"')
+    cfg.write_text(text, encoding="utf-8")
+
+    async def scenario():
+        async with running_agent(cfg, gateway=gw) as h:
+            now = time.time()
+            await _case(h, gw, "P-A01", window="A01", finishedAt=_cst(now - 30))
+            await _case(h, gw, "P-A02", window="A02", finishedAt=_cst(now - 30))
+            await _expire_invitations(h, now)
+            await h.agent.ingest(1001, [rec(1, level=2)], now)
+            await h.agent.ingest(1002, [rec(1, level=2)], now)
+            assert _row(h, 1001, 1)[:2] == ("unbound", "unsolicited")       # hall default
+            assert _row(h, 1002, 1) == ("inferred", None, "P-A02", 1, 1)    # A02 opted in
+            await upload_tried(h)
+    asyncio.run(scenario())
+
+
+def test_misuse_signals_per_window_and_staff(tmp_path):
+    """Too-fast and unsolicited shares per window and staff member: the console's query, the
+    HTTP view and the metrics. An unsolicited press counts against the staff on duty."""
+    gw = RecordingGateway()
+
+    async def scenario():
+        async with running_agent(write_config(tmp_path), gateway=gw) as h:
+            now = time.time()
+            inv = await _case(h, gw, "P-S1", staff={"id": "S001", "name": "测试员甲"})
+            await h.agent.ingest(1001, [rec(1, level=1, invite_id=inv, flags=4)], now)  # fast
+            inv2 = await _case(h, gw, "P-S2", staff={"id": "S001", "name": "测试员甲"})
+            await h.agent.ingest(1001, [rec(2, level=1, invite_id=inv2)], now)
+            # unsolicited presses at A01 while S001 is on duty there; one at A02 (nobody)
+            await h.agent.ingest(1001, [rec(3, level=1), rec(4, level=1)], now)
+            await h.agent.ingest(1002, [rec(1, level=3)], now)
+            from edge_agent import queries
+            sig = queries.press_signals(h.agent.reader(), now - 3600, now + 3600)
+            win = {w["window"]: w for w in sig["windows"]}
+            assert (win["A01"]["presses"], win["A01"]["unsolicited"], win["A01"]["tooFast"]) \
+                == (4, 2, 1)
+            assert win["A01"]["unsolicitedRate"] == 0.5 and win["A01"]["tooFastRate"] == 0.25
+            assert (win["A02"]["presses"], win["A02"]["unsolicited"]) == (1, 1)
+            staff = {s["staffId"]: s for s in sig["staff"]}
+            assert set(staff) == {"S001"}
+            assert (staff["S001"]["presses"], staff["S001"]["unsolicited"],
+                    staff["S001"]["tooFast"], staff["S001"]["staffName"]) == (4, 2, 1, "测试员甲")
+            status, view = await http_json("GET", h.url + "/v1/ratings/signals?hours=2")
+            assert status == 200 and view["windows"] == sig["windows"]
+            status, _ = await http_json("GET", h.url + "/v1/ratings/signals?hours=-1")
+            assert status == 422
+            async with __import__("aiohttp").ClientSession() as s:
+                async with s.get(h.url + "/metrics") as r:
+                    text = await r.text()
+            assert 'hcp_window_presses_total{window="A01",kind="unsolicited"} 2' in text
+            assert 'hcp_window_presses_total{window="A01",kind="too_fast"} 1' in text
+            assert 'hcp_staff_presses_total{staff="S001",kind="unsolicited"} 2' in text
+            await upload_tried(h)
+    asyncio.run(scenario())

@@ -19,12 +19,21 @@ def test_example_config_is_valid(tmp_path, capsys):
         text = text.replace(f"/etc/hcp/secrets/{name}", str(tmp_path / name))
     p = tmp_path / "hall.toml"
     p.write_text(text, encoding="utf-8")
+    (tmp_path / "clients").mkdir()
+    for cid in ("erp-test", "queue-test"):
+        kf = tmp_path / "clients" / f"{cid}.key"
+        kf.write_text(PRIVACY_KEY + "\n")          # 64 synthetic hex digits
+        kf.chmod(0o600)
     seed = ROOT / "edge_agent/deploy/catalogue.seed-0.json"
     (tmp_path / seed.name).write_bytes(seed.read_bytes())
     cfg = load_config(p)
     assert cfg.catalogue_path == str(tmp_path / seed.name)
     assert cfg.hall.hall_code == "TEST01"
-    assert [d.id for d in cfg.devices] == [1001, 1002]
+    assert [d.id for d in cfg.devices] == [1001, 1002, 1003]
+    assert cfg.device(1003).role == "waiting_area" and cfg.device(1003).window is None
+    assert [(c.id, c.kind) for c in cfg.clients] == [("erp-test", "business"),
+                                                    ("queue-test", "queue")]
+    assert [w.unsolicited for w in cfg.windows] == ["keep", "keep"]
     assert cfg.invite_lifetime_s == 120 and cfg.binding_window_s == 600
     assert cfg.upstream.auth == "hmac" and cfg.upstream.app_secret == "synthetic-secret"
     assert cfg.privacy_key == bytes.fromhex(PRIVACY_KEY)
@@ -57,6 +66,18 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
     (f'key = "{PRIVACY_KEY}"', 'key_file = "missing.key"', "privacy.key_file"),
     ('[alerts]\n', '[alerts]\nmqtt_topic = "hcp/alerts"\n', "alerts.mqtt_topic"),
     ('[hall]', '[hal]', "hall"),
+    ('unsolicited = "keep"', 'unsolicited = "guess"', "binding.unsolicited"),
+    ('reference_max_age_s = 86400', 'reference_max_age_s = 5', "binding.reference_max_age_s"),
+    ('window = "A01"', 'role = "waiting_area"\nwindow = "A01"', "devices[0].window"),
+    ('window = "A01"', 'role = "lobby"', "devices[0].role"),
+    ('window = "A01"', 'link2 = "x"', "devices[0].window"),
+    ('kind = "business"', 'kind = "erp"', "clients[0].kind"),
+    ('windows = ["*"]', 'windows = ["B99"]', "clients[0].windows"),
+    ('windows = ["*"]', 'windows = []', "clients[0].windows"),
+    ('id = "test-queue"', 'id = "test-biz"', "clients[1].id"),
+    ('id = "test-biz"', 'id = "biz one"', "clients[0].id"),
+    ('key_file = "clients/test-biz.key"', 'key_file = "clients/none.key"',
+     "clients[0].key_file"),
     ('name = "测试大厅（虚构）"', 'name = "测试大厅', "(syntax)"),
 ])
 def test_bad_config_names_key(tmp_path, capsys, old, new, key):

@@ -16,6 +16,16 @@ def test_openapi_served(tmp_path):
             assert "projectNo" in doc["components"]["schemas"]["Case"]["required"]
             status, health = await http_json("GET", h.url + "/healthz")
             assert status == 200 and health == {"ok": True}
+            # every route the app serves is in the document, with its method
+            import re
+            from edge_agent.http_api import make_app
+            documented = {(re.sub(r"\{[^}]+\}", "{}", path), method.upper())
+                          for path, ops in doc["paths"].items() for method in ops}
+            for route in make_app(h.agent).router.routes():
+                if route.method == "HEAD" or route.resource.canonical == "/openapi.json":
+                    continue
+                key = (re.sub(r"\{[^}]+\}", "{}", route.resource.canonical), route.method)
+                assert key in documented, key
     asyncio.run(scenario())
 
 
@@ -38,9 +48,8 @@ def test_invalid_case_names_each_bad_field(tmp_path):
             assert bad_id not in str(reply) and "12345" not in str(reply)
             status, reply = await h.post_case(["not", "an", "object"])
             assert status == 422 and reply["fields"][0]["field"] == "(body)"
-            async with __import__("aiohttp").ClientSession() as s:
-                async with s.post(h.url + "/v1/cases", data=b"{nope") as r:
-                    assert r.status == 422
+            status, reply = await h.biz.post("/v1/cases", "{nope")   # a JSON string: no object
+            assert status == 422 and reply["fields"][0]["field"] == "(body)"
             status, reply = await h.post_case({})
             assert status == 422
             assert {"window", "projectNo", "staff", "applicant", "acceptedAt"} <= \
@@ -124,3 +133,47 @@ def test_case_state_is_masked_and_rater_data_sealed_at_rest(tmp_path):
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("agent.db*"))
     for secret in (synthetic_id(7), synthetic_phone(7), "测试7号"):
         assert secret.encode("utf-8") not in raw, secret
+
+
+def test_text_fields_refuse_control_characters_surrogates_and_non_characters(tmp_path):
+    """What the province would refuse (control characters) or what cannot even be stored (a lone
+    surrogate) is refused at intake, per field, with 422 — never a 500, nothing stored."""
+    import json as _json
+
+    import aiohttp
+
+    from edge_agent.intake_auth import signed_headers
+    from tests.agent_support import BIZ, CLIENT_KEYS
+
+    async def post_raw(url: str, body: dict) -> tuple[int, dict]:
+        data = _json.dumps(body, ensure_ascii=True).encode()     # "\ud800" travels escaped
+        headers = signed_headers(BIZ, CLIENT_KEYS[BIZ], "POST", "/v1/cases", data)
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url + "/v1/cases", data=data, headers=headers) as r:
+                return r.status, await r.json()
+
+    async def scenario():
+        async with running_agent(write_config(tmp_path)) as h:
+            cases = [
+                ("applicant.name", {"applicant": {"name": "测试\u0000号", "certType": "111",
+                                                  "certNo": synthetic_id(1), "userProp": 1}}),
+                ("staff.name", {"staff": {"id": "S001", "name": "测试\ud800员"}}),
+                ("taskName", {"taskName": "测试事项\ufffe"}),
+                ("deptName", {"deptName": "测试局\ufdd0"}),
+                ("staff.id", {"staff": {"id": "S0\n01", "name": "测试员甲"}}),
+                ("taskName", {"taskName": "测试\x7f事项"}),
+                ("ticket", {"ticket": "A 023"}),
+            ]
+            for field, over in cases:
+                status, reply = await post_raw(h.url, case_body("P-TEXT-1", **over))
+                assert status == 422, (field, status, reply)
+                assert [e["field"] for e in reply["fields"]] == [field], reply
+                assert "\ud800" not in _json.dumps(reply)
+            # a digit string int() cannot parse is a 422 too, not a 500
+            status, reply = await post_raw(h.url, case_body("P-TEXT-2", promiseType="²"))
+            assert status == 422 and reply["fields"][0]["field"] == "promiseType"
+            assert h.q("SELECT COUNT(*) FROM cases") == [(0,)]
+            # the same characters are fine where the province takes them: ordinary CJK text
+            status, _ = await post_raw(h.url, case_body("P-TEXT-3", taskName="测试事项（虚构）·一"))
+            assert status == 201
+    asyncio.run(scenario())

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import time
 
+from edge_agent.intake_client import IntakeClient
 from edge_agent.logs import setup_logging
-from tests.agent_support import (HCP, Province, RecordingGateway, case_body, http_json, rec,
+from tests.agent_support import (BIZ, CLIENT_KEYS, HCP, Province, RecordingGateway, case_body, http_json, rec,
                                  run_cli, running_agent, synthetic_id, synthetic_phone, wait_for,
                                  write_config)
 
@@ -132,7 +133,8 @@ def test_agent_run_subprocess_sd_notify_json_logs(tmp_path):
         async def talk():
             status, body = await http_json("GET", url + "/healthz")
             assert status == 200 and body["ok"]
-            status, body = await http_json("POST", url + "/v1/cases", case_body("P-RUN-1", n=11))
+            biz = IntakeClient(url, BIZ, CLIENT_KEYS[BIZ])
+            status, body = await biz.post_case(case_body("P-RUN-1", n=11))
             assert status == 201 and body["invitations"][0]["state"] == "waiting"
         asyncio.run(talk())
         r = run_cli("status", "--config", str(cfg))

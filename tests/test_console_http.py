@@ -409,7 +409,7 @@ def test_devices_page_parked_retry_and_unbound(hall):
             parked = doc.find("table", cls="parked")
             assert gid in parked.text() and parked.find("td", cls="reason").text()
             unbound = doc.find("table", cls="unbound").text()
-            assert hall.ids["unbound"] in unbound and "窗口无可对应的办件" in unbound
+            assert hall.ids["unbound"] in unbound and "无邀请的按键" in unbound
             assert "大厅环境或设施不便" in unbound or "擅自离岗" in unbound   # reason by name
             _no_rater_data(html)
             job = hall.q("SELECT id, attempts FROM outbox WHERE global_id = ?", (gid,))[0]

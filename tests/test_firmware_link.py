@@ -143,3 +143,33 @@ def test_pty_lossy_exactly_once(tmp_path):
         port.close()
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_waiting_area_refs_exactly_once_over_lossy_link(tmp_path, seed):
+    """Waiting area: scanned ratings travel in RECORDS_REF (several to a frame when the
+    backlog drains), survive a reboot, and arrive exactly once with their reference."""
+    bad = Faults(loss=0.2, dup=0.15, reorder=0.3, corrupt=0.08)
+    rig = Rig(str(tmp_path), up=bad, down=bad, seed=seed, role="waiting_area")
+    codes = {}
+    rig.agent_on = False                      # a backlog first: refs packed several a frame
+    for i in range(30):
+        if i == 12:
+            rig.agent_on = True
+        code = ("T%08d" % i) if i % 3 else ("TEST-3714-%s-%06d" % ("R" * 20, i))
+        rig.scan(code)
+        rig.rate(1 + i % 3)
+        rig.run(1100)
+        codes[rig.journalled()] = code
+        if i == 18:
+            rig.reboot()
+            rig.run(50)
+    made = rig.journalled()
+    assert made == 30
+    rig.run_until(lambda: rig.app.journal.unacked() == 0 and len(rig.agent.stored) == made,
+                  120000)
+    assert_exactly_once(rig.agent, made)
+    assert {r: rec.ref for r, rec in rig.agent.records.items()} == codes
+    assert max(rig.agent.ref_frames) > 1      # the backlog went several to a frame
+    assert all(rec.invite_id == 0 and not rec.flags & m.REC_UNSOLICITED
+               for rec in rig.agent.records.values())

@@ -19,7 +19,7 @@ def test_flow_traces_micropython(micropython):
         "import os\nos.mkdir('/fwt')\nimport fw_traces\n"
         "print('traces', len(fw_traces.run_all('/fwt')))\n",
         packages=PACKAGES, files=FILES)
-    assert "traces 14" in out
+    assert "traces 16" in out
 
 
 def test_lossy_link_micropython(micropython):

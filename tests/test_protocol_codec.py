@@ -18,6 +18,11 @@ reasons = st.lists(st.integers(1, 0xFFFF), max_size=3).map(tuple)
 records = st.builds(m.Record, u32, u32, u32, u16, st.integers(1, 5),
                     st.integers(0, 0x1F), reasons)
 
+ref_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
+                   max_size=m.MAX_REF)
+ref_records = st.builds(m.Record, u32, u32, st.just(0), u16, st.integers(1, 5),
+                        st.integers(0, 0x1F), reasons, ref_text)
+
 
 @st.composite
 def invite(draw):
@@ -36,6 +41,8 @@ PAYLOADS = {
                                     "uptime": u32, "cat_version": u16, "low": u32,
                                     "next_rseq": u32, "status": u8}),
     m.RECORDS: st.fixed_dictionaries({"low": u32, "records": st.lists(records, max_size=10)}),
+    m.RECORDS_REF: st.fixed_dictionaries({"low": u32, "records": st.lists(ref_records, min_size=1,
+                                                                           max_size=2)}),
     m.STATUS: st.fixed_dictionaries({"status": u8, "ui_state": u8, "boot": u16, "uptime": u32,
                                      "low": u32, "next_rseq": u32, "unacked": u32,
                                      "capacity": u32, "cat_version": u16, "last_error": u8}),

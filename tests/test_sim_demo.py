@@ -1,13 +1,16 @@
 """`hcp demo` end to end, as `make demo` runs it: province server, agent (`hcp agent run`),
-six virtual evaluators on pty serial lines (or MQTT through Mosquitto), scripted citizens, and
-faults. Nothing the devices showed as accepted may be lost, every press is accounted for, and
-nothing the demo started may outlive it."""
+six virtual evaluators and a waiting-area evaluator on pty serial lines (or MQTT through
+Mosquitto), scripted citizens, staff and queue system, and faults. Nothing the devices showed as
+accepted may be lost — waiting-area ratings included, each bound through its scanned ticket or
+receipt — every press is accounted for, and nothing the demo started may outlive it."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,7 +62,8 @@ def _check_accounting(s: dict) -> None:
     assert s["uploaded_unique"] == s["bound"] == s["ratings_stored"] - s["unbound"]
     assert s["pending_uploads"] == 0
     assert s["ratings_stored"] >= s["presses"]
-    assert s["latency_ms"]["p50"] is not None and s["latency_ms"]["p99"] >= s["latency_ms"]["p50"]
+    if s["uploaded_unique"]:    # a short run with faults may have only unsolicited presses
+        assert s["latency_ms"]["p99"] >= s["latency_ms"]["p50"] is not None
     # every 差评 raised an alert (one more when a late case binds an unbound one), and the
     # supervisor's webhook got each
     assert s["alerts"] >= s["bad_ratings"] and s["alerts_delivered"] == s["alerts"]
@@ -68,9 +72,19 @@ def _check_accounting(s: dict) -> None:
                       "alerts"}
 
 
+def _check_waiting_area(s: dict) -> None:
+    wa = s["waiting_area"]
+    assert wa["devices"] == 1 and s["waiting_area_citizens"] > 0
+    # every citizen who went there rated; each rating found its case through the code scanned
+    assert wa["presses"] > 0 and wa["bound"] == wa["presses"], wa
+    assert s["queue_events"] > 0 and s["queue_errors"] == 0 and s["case_errors"] == 0
+    assert s["agent_url"].startswith("http://127.0.0.1:")
+
+
 def test_demo_with_faults_loses_nothing(tmp_path):
-    s = _demo(tmp_path, "--duration", "20", "--faults", "--seed", "7")
+    s = _demo(tmp_path, "--duration", "20", "--faults", "--seed", "7", "--waiting-share", "0.35")
     _check_accounting(s)
+    _check_waiting_area(s)
     assert s["devices"] == 6
     faults = " ".join(s["faults"])
     assert "power-cut" in faults and "unplug" in faults and "province-outage" in faults
@@ -80,8 +94,9 @@ def test_demo_with_faults_loses_nothing(tmp_path):
 def test_demo_over_mqtt(tmp_path):
     require(services.mosquitto_missing())
     s = _demo(tmp_path, "--duration", "10", "--link", "mqtt", "--faults", "--devices", "4",
-              "--seed", "3")
+              "--seed", "3", "--waiting-share", "0.5")
     _check_accounting(s)
+    _check_waiting_area(s)
     assert s["link"] == "mqtt" and "broker-restart" in s["faults"]
 
 
@@ -103,12 +118,13 @@ def test_demo_says_clearly_when_mqtt_is_unavailable(tmp_path, monkeypatch):
     assert demo.main(["--link", "mqtt", "--duration", "1"]) == 2
 
 
-def test_demo_hold_keeps_the_console_up_after_the_summary(tmp_path):
-    """`--hold S`: the JSON summary (with the console's address and demo account) is written
-    first, the hall and its console stay up, and SIGTERM ends the hold with a normal exit."""
+def test_demo_hold_keeps_the_hall_and_console_up_after_the_summary(tmp_path):
+    """`--hold S`: the JSON summary (agent and console addresses, the demo-only account) is
+    written first; the hall keeps running and its agent and console answer; SIGTERM ends the
+    hold with a normal exit and nothing left behind."""
+    import asyncio
     import signal
-    import time
-    import urllib.request
+    from tests.console_support import Client
     out = tmp_path / "summary.json"
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "tools.hcp", "demo", "--duration", "5",
@@ -121,24 +137,24 @@ def test_demo_hold_keeps_the_console_up_after_the_summary(tmp_path):
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "no summary before the hold"
             time.sleep(0.3)
-        time.sleep(0.2)      # the file is written in one call; let it land
+        time.sleep(0.3)      # the file is written in one call; let it land
         s = json.loads(out.read_text(encoding="utf-8"))
-        assert s["lost"] == 0 and s["console_user"] == "demo" and s["console_password"]
+        assert s["lost"] == 0 and s["waiting_area"]["devices"] == 1
+        assert s["console_user"] == "demo" and s["console_password"]
         assert s["agent_url"].startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(s["agent_url"] + "/v1/status", timeout=5) as r:
+            assert json.loads(r.read())["devices"]["configured"] == 3
         with urllib.request.urlopen(s["console_url"] + "/login", timeout=5) as r:
             assert r.status == 200 and "登录" in r.read().decode("utf-8")
-        # the demo account logs in (the real console, the real argon2 check)
-        from tests.console_support import Client
-        import asyncio
 
-        async def login():
+        async def login():     # the demo account logs in (the real console, real argon2)
             async with Client(s["console_url"]) as c:
                 assert await c.login("demo", s["console_password"]) == 303
                 status, body = await c.get("/overview.json")
                 assert status == 200
                 return json.loads(body)
         overview = asyncio.run(login())
-        assert overview["periods"][0]["total"] == s["bound"]
+        assert overview["periods"][0]["total"] >= s["bound"]   # the held hall goes on rating
         assert proc.poll() is None, "the hall should still be held"
         proc.send_signal(signal.SIGTERM)
         text, _ = proc.communicate(timeout=30)
@@ -147,8 +163,10 @@ def test_demo_hold_keeps_the_console_up_after_the_summary(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, text[-3000:]
-    assert "控制台 console" in text and s["console_url"] in text
+    assert "holding the hall" in text and s["console_url"] in text
     assert _leftovers(str(run_dir)) == []
+
+
 def test_demo_national_sm2_envelope(tmp_path):
     """The national envelope end to end: service records first, batches, SM2 both ways (the
     agent's snowland-smx, the province's gmssl), the platform's tag table pushed to devices."""

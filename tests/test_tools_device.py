@@ -245,3 +245,26 @@ def test_wait_for_hello_sees_the_real_agent_record_it(hall: Path) -> None:
 
     info = asyncio.run(go())
     assert info.get("firmware", "0.1.0") == "0.1.0"
+
+
+def test_waiting_area_device_is_provisioned_without_a_window(build_dir: Path, hall: Path,
+                                                             tmp_path: Path) -> None:
+    """`--waiting-area`: the device's config.json says role waiting_area (scanner, no window)
+    and hall.toml registers it with that role and no window."""
+    out = tmp_path / "dry"
+    assert device_cli.main(["provision", "--dev-id", "1009", "--waiting-area", "--port",
+                            "/dev/null", "--agent-config", str(hall), "--build", str(build_dir),
+                            "--dry-run", str(out), "--no-wait"]) == 0
+    conf = json.loads((out / "device" / "config.json").read_text())
+    from firmware import config as fwconfig
+    assert conf["role"] == "waiting_area" and fwconfig.Config(conf).waiting_area
+    assert 'role = "waiting_area"' in (out / "agent-devices.toml").read_text()
+    key = os.urandom(32)
+    agent_registry.register(hall, 1009, None, "serial", "/dev/ttyX", key,
+                            keys_dir=tmp_path / "keys")
+    dev = load_config(hall).device(1009)
+    assert dev.role == "waiting_area" and dev.window is None
+    # a window and --waiting-area together are refused by the command line
+    assert device_cli.main(["provision", "--dev-id", "1010", "--window", "A01",
+                            "--waiting-area", "--port", "/dev/null", "--agent-config",
+                            str(hall)]) == 2

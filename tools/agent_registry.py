@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
-import tomllib
 from pathlib import Path
 
-from edge_agent.config import Config, ConfigError, load_config, parse_config
+from edge_agent.config import Config, ConfigError, load_config
+from edge_agent.hall_file import HallFileError, remove_table, replace_checked, toml_str
 
 KEY_LEN = 32
 
@@ -76,10 +75,10 @@ def load(config_path: str | os.PathLike[str]) -> Config:
                             ) from None
 
 
-def check_new_device(cfg: Config, dev_id: int, window: str, key: bytes | None) -> bool:
+def check_new_device(cfg: Config, dev_id: int, window: str | None, key: bytes | None) -> bool:
     """Refuse an id or key registered to another device. True when `dev_id` is already
     registered with exactly this key (re-provisioning the same device: nothing to register)."""
-    if cfg.window(window) is None:
+    if window is not None and cfg.window(window) is None:
         raise RegistryError(f"未知窗口 unknown window {window!r}; configured: "
                             f"{', '.join(w.id for w in cfg.windows)} (add it to "
                             f"{cfg.source_path} first)")
@@ -109,41 +108,23 @@ def check_new_device(cfg: Config, dev_id: int, window: str, key: bytes | None) -
     return same
 
 
-def devices_block(dev_id: int, window: str, link: str, port: str | None, key_file: Path) -> str:
-    """The [[devices]] TOML block registering one device."""
-    lines = ["", "[[devices]]", f"id = {dev_id}", f"window = {_toml_str(window)}",
-             f"link = {_toml_str(link)}"]
+def devices_block(dev_id: int, window: str | None, link: str, port: str | None,
+                  key_file: Path) -> str:
+    """The [[devices]] TOML block registering one device (window None: a waiting-area one)."""
+    place = f"window = {toml_str(window)}" if window is not None else 'role = "waiting_area"'
+    lines = ["", "[[devices]]", f"id = {dev_id}", place, f"link = {toml_str(link)}"]
     if port:
-        lines.append(f"port = {_toml_str(port)}")
-    lines.append(f"key_file = {_toml_str(str(key_file))}")
+        lines.append(f"port = {toml_str(port)}")
+    lines.append(f"key_file = {toml_str(str(key_file))}")
     return "\n".join(lines) + "\n"
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _replace_config(path: Path, text: str) -> Config:
     """Validate `text` with the agent's parser, then atomically replace `path` with it."""
     try:
-        cfg = parse_config(tomllib.loads(text), path.parent, str(path))
-    except (ConfigError, tomllib.TOMLDecodeError) as exc:
-        raise RegistryError(f"修改后的配置无效，未保存 the edited {path} would be invalid, not "
-                            f"saved: {exc}") from None
-    mode = path.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=".hall-", suffix=".toml", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return cfg
+        return replace_checked(path, text)
+    except HallFileError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def default_keys_dir(cfg: Config) -> Path:
@@ -154,7 +135,7 @@ def default_keys_dir(cfg: Config) -> Path:
     return Path(cfg.source_path or ".").parent / "keys"
 
 
-def register(config_path: str | os.PathLike[str], dev_id: int, window: str, link: str,
+def register(config_path: str | os.PathLike[str], dev_id: int, window: str | None, link: str,
              port: str | None, key: bytes, keys_dir: Path | None = None) -> Path:
     """Write the key file (0600) and append the device to hall.toml; returns the key file path.
     Checks again under the same rules as check_new_device (the file may have changed)."""
@@ -180,9 +161,6 @@ def register(config_path: str | os.PathLike[str], dev_id: int, window: str, link
     return key_path
 
 
-_HEADER = re.compile(r"^\s*\[")
-
-
 def retire(config_path: str | os.PathLike[str], dev_id: int) -> str:
     """Remove the device's [[devices]] block from hall.toml and delete its key file (the key is
     revoked: once the agent reloads, the device's frames fail). Returns the removed key path."""
@@ -191,26 +169,11 @@ def retire(config_path: str | os.PathLike[str], dev_id: int) -> str:
     dev = cfg.device(dev_id)
     if dev is None:
         raise RegistryError(f"设备 {dev_id} 未登记 device {dev_id} is not registered in {path}")
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    starts = [i for i, ln in enumerate(lines) if _HEADER.match(ln)] + [len(lines)]
-    keep, found = lines[:starts[0]], False
-    for a, b in zip(starts, starts[1:]):
-        block = lines[a:b]
-        if block[0].strip().startswith("[[devices]]") and not found:
-            try:
-                body = tomllib.loads("".join(block[1:]))
-            except tomllib.TOMLDecodeError:
-                body = {}
-            if body.get("id") == dev_id:
-                found = True
-                while keep and not keep[-1].strip():   # the blank line we put before it
-                    keep.pop()
-                keep.append("\n")
-                continue
-        keep.extend(block)
-    if not found:
+    try:
+        remove_table(path, "devices", lambda body: body.get("id") == dev_id)
+    except HallFileError:
         raise RegistryError(f"无法在 {path} 中定位设备 {dev_id} 的 [[devices]] 段 cannot find the "
-                            f"[[devices]] block of device {dev_id} (inline array?): remove it by hand")
-    _replace_config(path, "".join(keep))
+                            f"[[devices]] block of device {dev_id} (inline array?): remove it by "
+                            "hand") from None
     Path(dev.key_file).unlink(missing_ok=True)
     return dev.key_file

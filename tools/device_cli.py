@@ -1,6 +1,6 @@
 """`hcp device ...`: provision evaluators and look after them.
 
-  hcp device provision --dev-id ID --window W --port PORT [--agent-config hall.toml]
+  hcp device provision --dev-id ID (--window W | --waiting-area) --port PORT [--agent-config hall.toml]
                        [--key-file F] [--dry-run DIR] [--build DIR] [--link serial|mqtt]
                        [--link-port P] [--keys-dir D] [--device-json F]
                        [--no-wait | --wait-timeout S]
@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("provision", parents=[common], help="开通 give a device its id, key and "
                         "firmware over USB and register it")
     pr.add_argument("--dev-id", type=int, required=True, help="device id (u32 > 0)")
-    pr.add_argument("--window", required=True, help="window id from hall.toml")
+    place = pr.add_mutually_exclusive_group(required=True)
+    place.add_argument("--window", help="window id from hall.toml")
+    place.add_argument("--waiting-area", action="store_true",
+                       help="等候区评价器（扫码，无窗口） a waiting-area evaluator: ticket/receipt "
+                            "scanner, no window")
     pr.add_argument("--port", required=True, help="the board's USB serial port (REPL)")
     pr.add_argument("--key-file", type=Path, help="use this key (default: a new random key)")
     pr.add_argument("--dry-run", type=Path, metavar="DIR",
@@ -89,7 +93,7 @@ def _provision(args: argparse.Namespace) -> int:
         _err("--dev-id 应为 1..4294967295 must be a u32 > 0")
         return 2
     opts = ProvisionOptions(
-        dev_id=args.dev_id, window=args.window, port=args.port,
+        dev_id=args.dev_id, window=None if args.waiting_area else args.window, port=args.port,
         agent_config=Path(args.agent_config), key_file=args.key_file, dry_run=args.dry_run,
         build_dir=args.build, link=args.link, link_port=args.link_port, keys_dir=args.keys_dir,
         device_json=args.device_json, wait=not args.no_wait, wait_timeout_s=args.wait_timeout)

@@ -45,7 +45,7 @@ class ProvisionError(Exception):
 @dataclass
 class ProvisionOptions:
     dev_id: int
-    window: str
+    window: str | None              # None: a waiting-area evaluator (no window, a scanner)
     port: str
     agent_config: Path
     key_file: Path | None = None
@@ -72,6 +72,8 @@ def device_config(opts: ProvisionOptions, hall_code: str, broker: object | None)
     (a section such as "mqtt" or "flow" is merged key by key). Checked with the firmware's own
     parser, so a device never boots into a ConfigError."""
     cfg: dict = {"device_id": opts.dev_id, "hall": hall_code, "link": opts.link}
+    if opts.window is None:
+        cfg["role"] = "waiting_area"
     if opts.link == "mqtt" and broker is None:
         raise ProvisionError(f"代理配置缺少 [broker] {opts.agent_config} has no [broker] section: "
                              f"an MQTT device cannot be registered there (add the hall broker "
@@ -85,9 +87,10 @@ def device_config(opts: ProvisionOptions, hall_code: str, broker: object | None)
         except (OSError, ValueError) as exc:
             raise ProvisionError(f"--device-json {opts.device_json}: {exc}") from None
         # identity and link must agree with what is registered at the agent
-        if not isinstance(extra, dict) or {"device_id", "hall", "link"} & set(extra):
-            raise ProvisionError("--device-json must be a JSON object without device_id, hall "
-                                 "or link (they come from --dev-id, hall.toml and --link)")
+        if not isinstance(extra, dict) or {"device_id", "hall", "link", "role"} & set(extra):
+            raise ProvisionError("--device-json must be a JSON object without device_id, hall, "
+                                 "link or role (they come from --dev-id, hall.toml, --link and "
+                                 "--window / --waiting-area)")
         for k, v in extra.items():
             # {"mqtt": {"password": ...}} adds the password; it must not drop host/port/user
             cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
@@ -204,7 +207,8 @@ class Provisioner:
             manifest = load_manifest(build_dir)
         conf = device_config(o, cfg.hall.hall_code, cfg.broker)
         self.ok(f"firmware {manifest['version']}, {len(manifest['files'])} files, "
-                f"window {o.window}" + (", re-provisioning a registered device" if already else ""))
+                + (f"window {o.window}" if o.window else "waiting area")
+                + (", re-provisioning a registered device" if already else ""))
         try:
             self.step("密钥", "device key")
             if key is None:
@@ -323,7 +327,8 @@ class Provisioner:
         info = wait_for_hello(agent_registry.load(o.agent_config).storage, o.dev_id, t0,
                               o.wait_timeout_s)
         self.ok(f"online, firmware {info.get('firmware', '?')}")
-        self.say(f"开通完成 device {o.dev_id} provisioned at window {o.window}")
+        self.say(f"开通完成 device {o.dev_id} provisioned "
+                 + (f"at window {o.window}" if o.window else "in the waiting area"))
         return 0
 
 

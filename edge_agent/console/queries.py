@@ -32,7 +32,10 @@ PAPER_STATES = {"entered": "待复核确认", "confirmed": "已确认，待接�
 UNBOUND_REASONS = {
     "no_case": "窗口无可对应的办件", "unknown_invitation": "评价邀请未知",
     "invitation_device_mismatch": "邀请属于其他评价器", "case_already_rated": "该办件已有评价",
-    "invalid_level": "评价等级无效", "unknown_device": "未配置的评价器"}
+    "invalid_level": "评价等级无效", "unknown_device": "未配置的评价器",
+    "unsolicited": "无邀请的按键（未绑定，按窗口设置保留）",
+    "unknown_reference": "扫描的小票或回执无法识别", "awaiting_case": "等待办件上报",
+    "already_rated": "该办件已有评价（一次一评）", "too_old": "小票或回执已过期"}
 OFFLINE_REASONS = {
     "agent_restart": "代理重启后尚未重新连接", "serial_lost": "串口连接中断",
     "serial_unavailable": "串口无法打开",

@@ -226,7 +226,7 @@ class DeviceSession:
         if not self.online:
             self.online = True
             seen = self._spawn(self._seen({"online": True, "link": self.link}))
-        if t == m.RECORDS:
+        if t == m.RECORDS or t == m.RECORDS_REF:    # RECORDS_REF: scanned (SPEC §4.12)
             return self._on_records(f, fields, received_at)
         if t == m.DACK:
             for item_id in self.downlink.on_dack(fields["seq"], fields["bitmap"], now_ms()):

@@ -8,6 +8,7 @@ Pin map (README.md "Pin map"; override with "pins" in config.json):
     OLED I2C       SDA GPIO 1, SCL GPIO 2, address 0x3C, 400 kHz
     buzzer         GPIO 21, PWM 2.7 kHz
     data UART1     TX GPIO 10, RX GPIO 11, 115200 8N1
+    scanner UART2  TX GPIO 17, RX GPIO 18, 9600 8N1 (waiting-area evaluators: GM65-class module)
 
 The journal lives on its own littlefs partition (label "journal", see README.md) mounted at
 /journal. A blank (never formatted) partition is formatted once; a partition that fails to
@@ -23,7 +24,8 @@ import machine
 from firmware.board import journalfs
 
 PINS = {"buttons": (4, 5, 6, 7, 15), "leds": (12, 13, 14, 38, 39), "sda": 1, "scl": 2,
-        "oled_addr": 0x3C, "buzzer": 21, "uart_tx": 10, "uart_rx": 11}
+        "oled_addr": 0x3C, "buzzer": 21, "uart_tx": 10, "uart_rx": 11, "scan_tx": 17,
+        "scan_rx": 18}
 JOURNAL_LABEL = "journal"
 JOURNAL_MOUNT = "/journal"
 
@@ -129,6 +131,16 @@ class Board:
         uart = machine.UART(1, baudrate=baud, tx=self.pins["uart_tx"], rx=self.pins["uart_rx"],
                             rxbuf=2048, txbuf=2048, timeout=0)
         return UartStream(uart)
+
+    def scanner(self, cfg=None):
+        """The ticket/receipt scanner on UART2 (board/gm65.py reads its lines)."""
+        from firmware.board.gm65 import Gm65
+        baud = 9600
+        if cfg is not None:
+            baud = cfg["scanner"]["baud"]
+        uart = machine.UART(2, baudrate=baud, tx=self.pins["scan_tx"], rx=self.pins["scan_rx"],
+                            rxbuf=256, timeout=0)
+        return Gm65(UartStream(uart))
 
     def net_up(self, cfg):
         """Start joining the configured Wi-Fi; the MQTT link retries until it is up."""

@@ -8,6 +8,8 @@
 - data link: any byte stream with non-blocking read(n)/write(b): an in-memory pipe
   (pipe_pair), or a file descriptor such as a pty (FdStream, CPython)
 - watchdog: FakeWdt records feeds
+- scanner (waiting-area evaluators): scan(text) types a code into the scanner's serial line,
+  ending in CR, as a GM65-class module does; board/gm65.py reads it
 """
 
 W = 128
@@ -159,6 +161,7 @@ class SimBoard:
         self.beeps = 0
         self.wdt = None
         self.restarts = 0    # restart() calls; the host (simulator) performs the reboot
+        self._scan_in = None  # the host's end of the scanner's serial line
 
     # buttons (bit i = button i+1 pressed)
     def buttons(self):
@@ -197,3 +200,20 @@ class SimBoard:
 
     def net_up(self, cfg):
         return True       # the host's network is always there
+
+    # the ticket/receipt scanner
+    def scanner(self, cfg=None):
+        from firmware.board.gm65 import Gm65
+        device_end, host_end = pipe_pair()
+        self._scan_in = host_end
+        return Gm65(device_end)
+
+    def scan(self, code, end=b"\r"):
+        """The citizen holds a ticket or receipt under the scanner: its code (str or bytes)
+        arrives on the scanner's serial line. False when no scanner is attached."""
+        if self._scan_in is None:
+            return False
+        if isinstance(code, str):
+            code = code.encode()
+        self._scan_in.write(bytes(code) + end)
+        return True

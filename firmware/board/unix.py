@@ -142,6 +142,7 @@ class Board:
         self._presses = []
         self._tx = bytearray()
         self._rx = bytearray()
+        self._scan_rx = bytearray()   # bytes on the scanner's serial line, not yet read
         self._sent = ""
         self._sent_at = 0
         self._checked = 0
@@ -214,6 +215,10 @@ class Board:
         elif words[0] == "U":
             self.line_dead_until = time.ticks_add(now, int(words[1]))
             self.line_dead = True
+        elif words[0] == "C":
+            # a ticket or receipt held under the scanner: its code arrives on the scanner's
+            # serial line as a GM65-class module sends it (text + CR)
+            self._scan_rx.extend(words[1].encode() + b"\r")
         elif words[0] == "L" and self.app is not None:
             self.app.uplink.link.close()      # the network dropped the connection
         elif words[0] == "Q":
@@ -270,13 +275,15 @@ class Board:
             self._reported += 1
             if r == j.next_rseq - 1:
                 f = self.app.flow
-                rec = (f.rec_level, f.rec_invite, f.rec_reason, f.rec_flags)
+                ref = bytes(f.ref[:f.rec_ref_len]).decode() if f.rec_ref_len else ""
+                rec = (f.rec_level, f.rec_invite, f.rec_reason, f.rec_flags, ref)
             else:
                 p = j.read(r)
                 if p is None:
                     continue
                 rec = _record(p)
-            self._send("A %d %d %d %d %d" % (r, rec[0], rec[1], rec[2], rec[3]))
+            line = "A %d %d %d %d %d" % (r, rec[0], rec[1], rec[2], rec[3])
+            self._send(line + " " + rec[4] if rec[4] else line)
 
     def _report(self, now):
         app = self.app
@@ -352,15 +359,39 @@ class Board:
     def data_stream(self, cfg=None):
         return StdioStream(self)
 
+    def scanner(self, cfg=None):
+        """The waiting-area scanner, fed by the host's "C <code>" commands."""
+        from firmware.board.gm65 import Gm65
+        return Gm65(_ScanLine(self))
+
     def net_up(self, cfg):
         return True       # the host's network is always there
 
 
+class _ScanLine:
+    """The scanner module's UART as Gm65 reads it: bytes the host's commands queued."""
+
+    def __init__(self, board):
+        self.board = board
+
+    def read(self, n):
+        q = self.board._scan_rx
+        if not q:
+            return None
+        data = bytes(q[:n])
+        self.board._scan_rx = q[n:]
+        return data
+
+
 def _record(p):
-    """(level, invite_id, reason, flags) of a journal payload (firmware/ratings.py layout)."""
+    """(level, invite_id, reason, flags, ref) of a journal payload (firmware/ratings.py)."""
+    from firmware.ratings import REF_OFFSET
     from protocol.messages import unpack_record
     r = unpack_record(p, 0)
-    return r.level, r.invite_id, r.reasons[0] if r.reasons else 0, r.flags
+    ref = ""
+    if len(p) > REF_OFFSET and p[REF_OFFSET]:
+        ref = bytes(p[REF_OFFSET + 1:REF_OFFSET + 1 + p[REF_OFFSET]]).decode()
+    return r.level, r.invite_id, r.reasons[0] if r.reasons else 0, r.flags, ref
 
 
 def _tags_on_page(f):

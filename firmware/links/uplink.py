@@ -20,7 +20,7 @@ import os
 from protocol import messages as m
 from protocol.arq import RecordSender
 from protocol.errors import ProtocolError
-from protocol.frame import FLAG_MORE
+from protocol.frame import FLAG_MORE, MAX_PAYLOAD
 from firmware import catalogue as catmod
 from firmware import ratings
 from firmware.version import FW_VERSION
@@ -192,6 +192,7 @@ class Uplink:
         boot = j.boot_count
         for batch in batches:
             recs = []
+            refs = None
             for r in batch:
                 try:
                     p = j.read(r)
@@ -199,10 +200,34 @@ class Uplink:
                     self.host.on_journal_error(e, now)
                     p = None
                 if p is not None:
-                    recs.append(ratings.to_record(p, boot, self.clock))
+                    rec = ratings.to_record(p, boot, self.clock)
+                    if rec.ref is None:
+                        recs.append(rec)
+                    else:                  # scanned in the waiting area: SPEC §4.12
+                        if refs is None:
+                            refs = []
+                        refs.append(rec)
             flags = FLAG_MORE if self.sender.more_pending(head) else 0
-            self._send(m.RECORDS, {"low": low, "records": recs}, flags)
-            self.counters["records_sent"] += len(recs)
+            if recs or refs is None:
+                self._send(m.RECORDS, {"low": low, "records": recs}, flags)
+                self.counters["records_sent"] += len(recs)
+            if refs is not None:
+                self._send_refs(low, refs, flags)
+
+    def _send_refs(self, low, refs, flags):
+        """RECORDS_REF frames for records with a scanned reference, as many to a frame as fit
+        the payload limit (SPEC §4.12 R-R3); acked by rseq like any record."""
+        i = 0
+        while i < len(refs):
+            size = 5
+            chunk = []
+            while i < len(refs) and len(chunk) < m.MAX_RECORDS and \
+                    size + m.ref_record_len(refs[i]) <= MAX_PAYLOAD:
+                size += m.ref_record_len(refs[i])
+                chunk.append(refs[i])
+                i += 1
+            self._send(m.RECORDS_REF, {"low": low, "records": chunk}, flags)
+            self.counters["records_sent"] += len(chunk)
 
     # -- receiving -------------------------------------------------------------------------
     def _reject(self, err):

@@ -3,7 +3,7 @@
 // Input (JSON on stdin):
 //   {"dirs": {"<host dir>": "<target dir>"}, "files": {"<target path>": "<text>"},
 //    "code": "<python source>", "heap": <bytes>}
-// Every .py/.json under each host dir is copied into the runtime's in-memory filesystem, so the
+// Every .py/.mpy/.json under each host dir is copied into the runtime's in-memory filesystem, so the
 // code imports the repository's own modules, not copies. The code runs with runPythonAsync, so
 // it may use top-level `await` (the runtime has no asyncio.run).
 // Output: the program's stdout/stderr; exit status 0 when the code finished, 1 on an uncaught
@@ -27,7 +27,7 @@ function copyTree(src, dst) {
     const s = path.join(src, entry.name);
     const d = dst + "/" + entry.name;
     if (entry.isDirectory()) copyTree(s, d);
-    else if (/\.(py|json)$/.test(entry.name)) mp.FS.writeFile(d, fs.readFileSync(s));
+    else if (/\.(py|mpy|json)$/.test(entry.name)) mp.FS.writeFile(d, fs.readFileSync(s));
   }
 }
 
