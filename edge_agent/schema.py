@@ -134,6 +134,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE alerts_v2 RENAME TO alerts",
         "CREATE INDEX alerts_due ON alerts(state, next_at)",
     ]),
+    # 3: HELLO freshness and refusals (protocol/SPEC.md §4.2, §5.3). hello_ctr is the highest
+    # HELLO counter accepted from the device under the key whose fingerprint is hello_key; a
+    # HELLO must exceed it. A new key resets it (links/hello_guard.py). The counts make HELLO
+    # bursts and replays visible without alert targets (`hcp agent devices`, /metrics).
+    (3, [
+        "ALTER TABLE devices ADD COLUMN hello_ctr INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_key TEXT",
+        "ALTER TABLE devices ADD COLUMN hellos INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_replays INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_limited INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_bursts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_refused_at REAL",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -12,6 +12,7 @@ from firmware.flow import Tunables
 
 CONFIG_PATH = "config.json"
 KEY_PATH = "device.key"
+COUNTER_PATH = "hello.ctr"    # firmware/hello_counter.py: belongs to the key, lives beside it
 
 DEFAULTS = {
     "device_id": 0,

@@ -5,7 +5,9 @@ a real Mosquitto broker on a free loopback port, and a hall config with serial +
 The scripted device is deliberately small and independent of firmware/: it journals records in a
 dict, sends them with the protocol's RecordSender, frees them on ACK/HELLO_ACK, DACKs downlink
 frames, and says HELLO again on an unsigned ERROR no_session/bad_mac or when its HELLO went
-unanswered. All data is synthetic.
+unanswered. Like the firmware it counts its HELLOs (`hello_ctr`, SPEC §4.2) and sends STATUS as
+the first frame of a session (the agent sends nothing but HELLO_ACK before it). All data is
+synthetic.
 """
 from __future__ import annotations
 
@@ -73,6 +75,7 @@ class ScriptedDevice:
         self.errors: list[tuple[int, bool]] = []       # (code, signed)
         self.hello_acks = 0
         self.hellos = 0
+        self.hello_ctr = 0                             # the device's persisted HELLO counter
         self.on_ack: Callable[[int, bytes], None] | None = None
         self.rejected: list[str] = []
         self.sent_frames: list[bytes] = []             # every frame sent (for replay tests)
@@ -105,10 +108,17 @@ class ScriptedDevice:
 
     def say_hello(self) -> None:
         self.hellos += 1
+        self.hello_ctr += 1
         self._hello_at = now_ms()
         self.send(self.session.hello(os.urandom(8), {
             "fw": b"\x00\x01\x00", "boot": self.boot, "uptime": 5, "cat_version": 1,
-            "low": self.low, "next_rseq": self.next_rseq, "status": m.ST_CLOCK_SYNCED}))
+            "low": self.low, "next_rseq": self.next_rseq, "status": m.ST_CLOCK_SYNCED,
+            "hello_ctr": self.hello_ctr}))
+
+    def status_fields(self) -> dict:
+        return {"status": m.ST_CLOCK_SYNCED, "ui_state": 0, "boot": self.boot, "uptime": 5,
+                "low": self.low, "next_rseq": self.next_rseq, "unacked": len(self.journal),
+                "capacity": 50000, "cat_version": 1, "last_error": 0}
 
     def seal(self, type: int, fields: dict) -> bytes:
         return self.session.seal(type, fields)[1]
@@ -161,6 +171,7 @@ class ScriptedDevice:
             self._hello_at = None
             self.sender.reset(fields["cum"], fields["window"])
             self._free(fields["cum"])
+            self.send(self.seal(m.STATUS, self.status_fields()))   # confirms the session
         elif t == m.ACK:
             if self.on_ack is not None:
                 self.on_ack(fields["cum"], fields["sack"])
