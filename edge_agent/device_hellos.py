@@ -40,11 +40,11 @@ def load_floor(db: Any, device_id: int, key_fp: str) -> int:
 def floor_for_key(db: Any, device_id: int, key_fp: str) -> int | None:
     """Read-only: the floor stored for this device under this key, None when the agent holds
     none for that key (never seen, or it belongs to another key)."""
-    try:
-        row = db.execute("SELECT hello_ctr, hello_key FROM devices WHERE device_id = ?",
-                         (device_id,)).fetchone()
-    except Exception:   # a database from before migration 3, or no devices table yet
+    cols = {r[1] for r in db.execute("PRAGMA table_info(devices)").fetchall()}
+    if "hello_key" not in cols:    # no devices table yet, or a database before migration 3
         return None
+    row = db.execute("SELECT hello_ctr, hello_key FROM devices WHERE device_id = ?",
+                     (device_id,)).fetchone()
     if row is None or row[1] != key_fp:
         return None
     return int(row[0])

@@ -69,14 +69,15 @@ class HelloCounter:
         return v
 
     def raise_to(self, floor):
-        """Make every later value exceed `floor` (the agent's last accepted counter). Used when a
-        device is re-provisioned with a key the agent already holds a floor for."""
-        if floor + 1 > self._next:
-            self._write(floor + 1)
-            self._reserved = floor + 1
-            self._next = floor + 1
-            self.ceiling = floor + 1
-        return self._next
+        """Make every later value exceed `floor` (the agent's last accepted counter) and write
+        the file (even when the counter was above already). Returns the next value. Used when
+        a device is re-provisioned with a key the agent already holds a floor for."""
+        target = self._next if self._next > floor + 1 else floor + 1
+        self._write(target)
+        self._reserved = target
+        self._next = target
+        self.ceiling = target
+        return target
 
     # ---- storage ----
 
