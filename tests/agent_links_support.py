@@ -80,6 +80,7 @@ class ScriptedDevice:
         self.rejected: list[str] = []
         self.sent_frames: list[bytes] = []             # every frame sent (for replay tests)
         self.paused = False                            # stop sending records (still answers)
+        self.confirm = True                            # send STATUS right after HELLO_ACK
         self._hello_at: int | None = None
         self._task: asyncio.Task | None = None
 
@@ -171,7 +172,8 @@ class ScriptedDevice:
             self._hello_at = None
             self.sender.reset(fields["cum"], fields["window"])
             self._free(fields["cum"])
-            self.send(self.seal(m.STATUS, self.status_fields()))   # confirms the session
+            if self.confirm:
+                self.send(self.seal(m.STATUS, self.status_fields()))   # confirms the session
         elif t == m.ACK:
             if self.on_ack is not None:
                 self.on_ack(fields["cum"], fields["sack"])
