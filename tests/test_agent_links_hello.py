@@ -282,3 +282,20 @@ def test_a_new_key_resets_the_floor_and_old_hellos_get_nothing(tmp_path):
             await wait_for(lambda: r.agent.rejected.get("bad_mac") == len(old_hellos), 5)
             assert await r.quiet() == 0 and r.dev.errors == []
     asyncio.run(scenario())
+
+
+def test_a_replay_burst_raises_one_device_alert(tmp_path):
+    async def scenario():
+        extra = '[alerts]\nwebhook_url = "http://127.0.0.1:9/hook"\n'
+        async with _Rig(tmp_path, extra, hello_burst=(5, 60.0)) as r:
+            await r.handshake()
+            (captured,) = r.hellos_sent()
+            for _ in range(12):
+                r.port.send(captured)
+            await wait_for(lambda: r.agent.rejected.get("replay") == 12, 5)
+            await wait_for(lambda: r.h.q("SELECT COUNT(*) FROM alerts") == [(1,)], 5)
+            kind, device, payload = r.h.q("SELECT kind, device_id, payload FROM alerts")[0]
+            body = json.loads(payload)
+            assert (kind, device, body["type"]) == ("hello_replay", DEV, "hello_replay")
+            assert body["replays"] >= 5 and "重放" in body["message"]
+    asyncio.run(scenario())
