@@ -487,3 +487,26 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+SEED_CATALOGUE = ROOT / "edge_agent" / "deploy" / "catalogue.seed-0.json"
+
+
+def use_catalogue(tmp: Path, cfg: Path, version: int | None = None) -> dict:
+    """Make the agent of `cfg` push the seed catalogue (as `version` if given); skips the test
+    when no CJK font is installed to render it. Returns the catalogue."""
+    import json
+    from tests.conftest import require
+    from tools import bitmaps
+    try:
+        bitmaps.find_font_file()
+    except bitmaps.FontMissing as exc:
+        require(str(exc))
+    cat = json.loads(SEED_CATALOGUE.read_text(encoding="utf-8"))
+    if version is not None:
+        cat["version"] = version
+    (tmp / "cat.json").write_text(json.dumps(cat, ensure_ascii=False), encoding="utf-8")
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\ncatalogue = "cat.json"'),
+        encoding="utf-8")
+    return cat

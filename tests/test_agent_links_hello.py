@@ -19,9 +19,9 @@ from edge_agent.links import start_links, stop_links
 from protocol import frame as fr
 from protocol import messages as m
 from protocol.auth import Hmac, hello_key
-from tests.agent_links_support import PtyPort, ScriptedDevice, rating_rows, write_links_config
-from tests.agent_support import fast_tuning, running_agent, wait_for
-from tests.conftest import require
+from tests.agent_links_support import (PtyPort, ScriptedDevice, rating_rows, use_catalogue,
+                                       write_links_config)
+from tests.agent_support import fast_tuning, rec, running_agent, wait_for
 
 DEV = 1001
 
@@ -209,24 +209,10 @@ def test_a_replay_flood_does_not_drain_the_bucket(tmp_path):
 def test_only_hello_ack_goes_out_before_the_device_confirms_the_session(tmp_path):
     """SPEC §5.3: the catalogue (8 frames of 254 bytes in the issue), the selective ACK and
     queued commands wait for the first frame under the new session key."""
-    from tools import bitmaps
-    try:
-        bitmaps.find_font_file()
-    except bitmaps.FontMissing as exc:
-        require(str(exc))
-    seed = Path(__file__).resolve().parent.parent / "edge_agent" / "deploy" \
-        / "catalogue.seed-0.json"
-    cat = json.loads(seed.read_text(encoding="utf-8"))
-    cat["version"] = 2                                        # the device holds version 1
-    (tmp_path / "cat.json").write_text(json.dumps(cat, ensure_ascii=False), encoding="utf-8")
-
     async def scenario():
         r = _Rig(tmp_path)
-        r.cfg.write_text(r.cfg.read_text(encoding="utf-8").replace(
-            'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\ncatalogue = "cat.json"'),
-            encoding="utf-8")
+        use_catalogue(tmp_path, r.cfg, version=2)             # the device holds version 1
         async with r:
-            from tests.agent_support import rec
             await r.agent.ingest(DEV, [rec(2), rec(3)], 0.0)    # committed above cum 0
             await r.session.load()
             r.dev.press(1)                                      # rseq 1: still on the device

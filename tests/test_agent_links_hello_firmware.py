@@ -8,9 +8,7 @@ power: its HELLO counter survives the cut, its new HELLO is accepted, the old on
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,13 +17,11 @@ from protocol import cobs
 from protocol import messages as m
 from simulator import device as vdev
 from simulator.ptyport import PtyPort
-from tests.agent_links_support import rating_rows, write_links_config
+from tests.agent_links_support import rating_rows, use_catalogue, write_links_config
 from tests.agent_support import fast_tuning, running_agent, wait_for
-from tests.conftest import require
 
 pytestmark = pytest.mark.timeout(120)
 DEV = 1001
-SEED = Path(__file__).resolve().parent.parent / "edge_agent" / "deploy" / "catalogue.seed-0.json"
 
 
 class Wiretap:
@@ -56,18 +52,9 @@ async def _run_device(d: vdev.VirtualDevice, stop: asyncio.Event) -> None:
 
 
 def test_replay_flood_costs_the_real_device_nothing_and_counters_survive_power_cuts(tmp_path):
-    from tools import bitmaps
-    try:
-        bitmaps.find_font_file()
-    except bitmaps.FontMissing as exc:
-        require(str(exc))
-    cat = json.loads(SEED.read_text(encoding="utf-8"))
-    (tmp_path / "cat.json").write_text(json.dumps(cat, ensure_ascii=False), encoding="utf-8")
     link_path = tmp_path / "ttyEVAL1001"
     cfg, keys = write_links_config(tmp_path, serial_port=link_path)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
-        'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\ncatalogue = "cat.json"'),
-        encoding="utf-8")
+    use_catalogue(tmp_path, cfg)
     root = tmp_path / "device"
     vdev.provision(root, DEV, keys[DEV], "T01", "serial")
 

@@ -256,8 +256,10 @@ class Provisioner:
                 self.ok(f"from {o.key_file}, fingerprint {agent_registry.fingerprint(key)}")
             if o.dry_run is not None:
                 return self._dry_run(build_dir, manifest, conf, key, cfg)
-            return self._device(build_dir, manifest, conf, key, already,
-                                agent_registry.hello_floor(cfg, o.dev_id, key))
+            # a key made just now cannot have a floor at the agent: its database is only read
+            # for a key the technician brought (--key-file)
+            floor = agent_registry.hello_floor(cfg, o.dev_id, key) if o.key_file else None
+            return self._device(build_dir, manifest, conf, key, already, floor)
         finally:
             if tmp_build is not None:
                 shutil.rmtree(tmp_build, ignore_errors=True)
@@ -276,7 +278,7 @@ class Provisioner:
                                        encoding="utf-8")
         (dev / KEY_NAME).unlink(missing_ok=True)
         agent_registry.write_key_file(dev / KEY_NAME, key)
-        floor = agent_registry.hello_floor(cfg, self.o.dev_id, key)
+        floor = agent_registry.hello_floor(cfg, self.o.dev_id, key) if self.o.key_file else None
         if floor is not None:
             (dev / COUNTER_NAME).write_bytes(counter_file({}, floor))
         keys_dir = self.o.keys_dir or agent_registry.default_keys_dir(cfg)
