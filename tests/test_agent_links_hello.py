@@ -285,3 +285,4 @@ def test_a_replay_burst_raises_one_device_alert(tmp_path):
             assert (kind, device, body["type"]) == ("hello_replay", DEV, "hello_replay")
             assert body["replays"] >= 5 and "重放" in body["message"]
     asyncio.run(scenario())
+

@@ -352,13 +352,12 @@ class DeviceSession:
         # left its old session; queued commands go again in the new one.
         self.confirmed = False
         self.downlink.reset()
-        if not self.guard.admit():
-            if self._replay_log.allow("limited"):
-                log.warning("HELLO over the rate limit, not answered", extra={
-                    "deviceId": self.device_id, "link": self.link,
-                    "limited": self.guard.counts["limited"]})
-            return self._spawn(self._store_hello(fields["hello_ctr"], 0))
         return self._spawn(self._answer_hello(fields))
+
+    def _superseded(self, fields: dict) -> bool:
+        """A newer HELLO of the device came in (several arrive at once after an outage: the
+        broker or the line held them): only the newest is answered, and only it is charged."""
+        return self.session.nonce_device != fields["nonce"] or self.session.established
 
     async def _store_hello(self, ctr: int, accepted: int) -> bool:
         """Persist the HELLO counter floor (and pending counts) before answering: after an
@@ -375,9 +374,18 @@ class DeviceSession:
             return False
 
     async def _answer_hello(self, fields: dict) -> None:
+        if self._superseded(fields):
+            return                    # the newer HELLO's task stores the floor and answers
+        if not self.guard.admit():
+            if self._replay_log.allow("limited"):
+                log.warning("HELLO over the rate limit, not answered", extra={
+                    "deviceId": self.device_id, "link": self.link,
+                    "limited": self.guard.counts["limited"]})
+            await self._store_hello(fields["hello_ctr"], 0)
+            return
         await self._store_hello(fields["hello_ctr"], 1)
-        if self.session.nonce_device != fields["nonce"] or self.session.established:
-            return    # a newer HELLO came in meanwhile: its own task answers it
+        if self._superseded(fields):
+            return
         self.hellos += 1
         if self.guard.session_burst():
             log.warning("device HELLO burst: it keeps starting sessions (reboots, link drops)",

@@ -3,9 +3,10 @@ token bucket, burst detection, and the counts that make bursts and replays visib
 
 Order for an incoming HELLO (device_session.py): the protocol refuses a bad seq, a bad MAC and a
 counter at or below the floor (a replay) before anything else; only a HELLO that passed all of
-that reaches `admit()`. So a replay flood can never empty the bucket and lock the real device
-out; the bucket bounds how often a *genuine* device (boot loop, flapping link, a HELLO recorded
-and withheld) makes the agent start a session. Over the limit the HELLO is counted and not
+that reaches `admit()`, and of several HELLOs waiting at once (the broker or the line held
+them during an outage) only the newest. So a replay flood can never empty the bucket and lock
+the real device out; the bucket bounds how often a *genuine* device (boot loop, flapping link, a
+HELLO recorded and withheld) makes the agent start a session. Over the limit the HELLO is counted and not
 answered: the device's backoff (2 s, doubling to 30 s) brings it back once a token is there.
 
 Counts go to the database in batches (`take_pending`) so a flood of refusals costs a handful of
@@ -18,9 +19,10 @@ import time
 from typing import Callable
 
 # (burst, seconds per token): a device says HELLO after boot and after each reconnect or
-# session timeout; six in a row is already unusual, one every 20 s after that lets a device that
-# keeps losing its link in, at its backoff (30 s), without ever waiting long
-HELLO_RATE = (6, 20.0)
+# session timeout, and repeats an unanswered one after 2, 4, 8 … 30 s. Ten in a row, then one
+# every 6 s, never holds back a device that only loses its link, even a slow agent whose answers
+# come after the device's next try; it does hold back a boot loop (and counts it).
+HELLO_RATE = (10, 6.0)
 # (HELLOs, seconds): ten sessions in ten minutes mean a boot loop or a flapping link; ten
 # replayed HELLOs in ten minutes mean someone is sending recorded frames. Alert once a period.
 HELLO_BURST = (10, 600.0)
