@@ -155,19 +155,20 @@ def test_replayed_hello_is_refused_in_the_same_and_later_sessions_and_after_rest
             await wait_for(lambda: r.dev.hello_acks == 3 and r.session.confirmed, 5)
             r.dev.press(3)
             await wait_for(lambda: rating_rows(r.db, DEV) == [1, 2], 5)
-        out = _cli_devices(r.cfg)
+        out = _cli(r.cfg, "devices")
         assert "replayed 7" in out, out
-        rows = json.loads(_cli_devices(r.cfg, "--json"))
+        rows = json.loads(_cli(r.cfg, "devices", "--json"))
         assert rows[0]["hello"]["replays"] == 7 and rows[0]["hello"]["accepted"] == 3
+        assert "HELLO refused: replayed 7, limited 0" in _cli(r.cfg, "status")
     asyncio.run(scenario())
 
 
-def _cli_devices(cfg: Path, *extra: str) -> str:
+def _cli(cfg: Path, command: str, *extra: str) -> str:
     import contextlib
     import io
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert cli.main(["devices", "--config", str(cfg), *extra]) == 0
+        assert cli.main([command, "--config", str(cfg), *extra]) == 0
     return buf.getvalue()
 
 

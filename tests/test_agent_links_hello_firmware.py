@@ -76,7 +76,9 @@ def test_replay_flood_costs_the_real_device_nothing_and_counters_survive_power_c
                 # up, confirmed, and the catalogue installed (pushed after the confirmation)
                 await wait_for(lambda: d.link_state == "up" and session.confirmed, 15)
                 await wait_for(lambda: (root / "catalogue.bin").exists(), 20)
-                await asyncio.sleep(0.5)                     # DACKs, STATUS settle
+                # every downlink command DACKed: nothing of the live session is due
+                await wait_for(lambda: not session.downlink.pending(), 10)
+                await asyncio.sleep(0.5)
                 captured = tap.hellos()[-1]
                 up = d.app.uplink.counters
                 before = {"agent_frames_out": session.stats["frames_out"],
