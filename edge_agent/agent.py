@@ -13,6 +13,9 @@ Interfaces for the device links (serial / MQTT RL1 sessions):
   INVITE/CANCEL. `await agent.device_seen(device_id, info)` — status from the link (`online`,
   `firmware`, `boot`, `clock`, `backlog`, ...); going online re-sends waiting invitations.
 * `agent.count_rejected(reason)` — a frame the link rejected (bad CRC, bad MAC, ...).
+* `await agent.device_hello_floor(device_id, key_fp)`, `await agent.record_hellos(device_id,
+  ctr=..., accepted=..., replays=..., limited=..., bursts=...)` — the HELLO counter floor and
+  HELLO counts (edge_agent/device_hellos.py, SPEC §5.3).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Any, Iterable, Protocol
 
 import sqlite_utils
 
-from . import binding, intake_audit, invitations, queries, queue_events
+from . import binding, device_hellos, intake_audit, invitations, queries, queue_events
 from .alerts import AlertDispatcher, MqttPublisher, RobotTargets
 from .cases import CaseInput, case_row, validate_case
 from .catalogue import ReasonBook
@@ -256,6 +259,15 @@ class Agent:
             "SELECT rseq FROM ratings WHERE device_id = ? AND rseq > ? ORDER BY rseq",
             (device_id, cum)).fetchall()
         return [r[0] for r in rows]
+
+    async def device_hello_floor(self, device_id: int, key_fp: str) -> int:
+        """The highest HELLO counter accepted from a device under the key `key_fp` (0, and
+        reset, when the stored one belongs to another key)."""
+        return await self.writer.write(lambda db: device_hellos.load_floor(db, device_id, key_fp))
+
+    async def record_hellos(self, device_id: int, **counts: int) -> int:
+        """Durably raise a device's HELLO floor and add HELLO counts; returns the floor."""
+        return await self.writer.write(lambda db: device_hellos.record(db, device_id, **counts))
 
     def count_rejected(self, reason: str) -> None:
         """Count a frame a link rejected (exported as hcp_frames_rejected_total{reason})."""

@@ -283,8 +283,11 @@ def _dispatch(args: Any, cfg: Config, db: Any) -> int:
             sv = data["serviceRecords"]
             print(f"服务数据 service records: 待传 pending {sv.get('pending', 0)}, 被拒 parked "
                   f"{sv.get('parked', 0)}, 已确认 done {sv.get('done', 0)}")
-        print(f"评价器 devices: 在线 online {data['devices']['online']}/"
-              f"{data['devices']['configured']}")
+        d = data["devices"]
+        print(f"评价器 devices: 在线 online {d['online']}/{d['configured']}"
+              + (f", 握手被拒 HELLO refused: replayed {d['helloReplays']}, limited "
+                 f"{d['helloLimited']} (hcp agent devices)"
+                 if d["helloReplays"] or d["helloLimited"] else ""))
         print(f"评价 ratings by level: {data['ratings']}  未绑定 unbound: {data['unbound']}")
         print(f"差评告警 alerts: {data['alerts']}  办件 cases: {data['cases']}")
         return 0
@@ -297,8 +300,11 @@ def _dispatch(args: Any, cfg: Config, db: Any) -> int:
                 r["firmware"] = r["info"].get("firmware", "")
                 r["backlog"] = r["info"].get("backlog", "")
                 r["clock"] = r["info"].get("clock", "")
+                r["hellos"] = r["hello"]["accepted"]
+                r["helloRefused"] = queries.hello_summary(r["hello"])
             _print_table(rows, ["deviceId", "window", "role", "online", "lastSeen", "firmware",
-                                "clock", "backlog", "cumAck", "ratingsStored"])
+                                "clock", "backlog", "cumAck", "ratingsStored", "hellos",
+                                "helloRefused"])
         return 0
     if args.cmd == "unbound":
         rows = queries.unbound_ratings(db)

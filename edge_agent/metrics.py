@@ -55,6 +55,14 @@ def render(agent: Any) -> str:
     metric("hcp_devices_configured", "gauge", "Devices known to the agent.", [("", len(devs))])
     metric("hcp_frames_rejected_total", "counter", "Device frames rejected by the links, by reason.",
            [(f'{{reason="{_esc(r)}"}}', n) for r, n in sorted(agent.rejected.items())])
+    metric("hcp_device_hellos_total", "counter",
+           "HELLOs per device: accepted (answered), replayed (refused), limited (not answered).",
+           [(f'{{device="{d["deviceId"]}",outcome="{k}"}}', d["hello"][key])
+            for d in devs for k, key in (("accepted", "accepted"), ("replayed", "replays"),
+                                          ("limited", "limited"))])
+    metric("hcp_device_hello_bursts_total", "counter",
+           "Times a device started sessions in a burst (boot loop, flapping link).",
+           [(f'{{device="{d["deviceId"]}"}}', d["hello"]["bursts"]) for d in devs])
     by_level = queries.ratings_by_level(db)
     metric("hcp_ratings_total", "counter", "Ratings stored, by GB/T 39046 level code.",
            [(f'{{level="{lvl}"}}', by_level.get(lvl, 0)) for lvl in range(1, 6)])

@@ -148,7 +148,9 @@ def ratings_by_level(db: sqlite_utils.Database) -> dict[int, int]:
 
 
 def devices(db: sqlite_utils.Database) -> list[dict]:
-    """Every known device: window, online, last seen, link-reported info, cum_ack, backlog."""
+    """Every known device: window, online, last seen, link-reported info, cum_ack, backlog, and
+    its HELLOs (`hello`: counter floor, sessions accepted, replays refused, HELLOs left
+    unanswered by the rate limit, bursts, last refusal; SPEC §5.3)."""
     out = []
     for d in _rows(db, "SELECT * FROM devices ORDER BY device_id"):
         stored = db.execute("SELECT COUNT(*), MAX(received_at) FROM ratings WHERE device_id = ?",
@@ -157,8 +159,32 @@ def devices(db: sqlite_utils.Database) -> list[dict]:
                     "role": d.get("role", "window"),
                     "online": bool(d["online"]), "lastSeen": _iso(d["last_seen"]),
                     "cumAck": d["cum_ack"], "info": json.loads(d["info"] or "{}"),
-                    "ratingsStored": stored[0], "lastRating": _iso(stored[1])})
+                    "ratingsStored": stored[0], "lastRating": _iso(stored[1]),
+                    "hello": _hello(d)})
     return out
+
+
+def _hello(d: dict) -> dict:
+    # .get: a database an older agent has not migrated to schema 3 yet has no such columns
+    return {"counter": d.get("hello_ctr", 0), "accepted": d.get("hellos", 0),
+            "replays": d.get("hello_replays", 0), "limited": d.get("hello_limited", 0),
+            "bursts": d.get("hello_bursts", 0), "lastRefused": _iso(d.get("hello_refused_at"))}
+
+
+def hello_summary(hello: dict) -> str:
+    """One line for `hcp agent devices`: what the agent refused, or "-" when nothing."""
+    if not (hello["replays"] or hello["limited"] or hello["bursts"]):
+        return "-"
+    parts = []
+    if hello["replays"]:
+        parts.append(f"重放 replayed {hello['replays']}")
+    if hello["limited"]:
+        parts.append(f"限流 limited {hello['limited']}")
+    if hello["bursts"]:
+        parts.append(f"频繁 bursts {hello['bursts']}")
+    if hello["lastRefused"]:
+        parts.append(f"last {hello['lastRefused']}")
+    return ", ".join(parts)
 
 
 def status(db: sqlite_utils.Database, hall: dict) -> dict:
@@ -176,7 +202,10 @@ def status(db: sqlite_utils.Database, hall: dict) -> dict:
         "oldestPendingAgeS": round(oldest_pending_age(db), 1),
         "ratings": {str(k): v for k, v in ratings_by_level(db).items()},
         "unbound": unbound, "alerts": alerts,
-        "devices": {"configured": len(devs), "online": sum(1 for d in devs if d["online"])},
+        "devices": {"configured": len(devs), "online": sum(1 for d in devs if d["online"]),
+                    # HELLOs refused (SPEC §5.3), over all devices; per device: devices()
+                    "helloReplays": sum(d["hello"]["replays"] for d in devs),
+                    "helloLimited": sum(d["hello"]["limited"] for d in devs)},
         "cases": db.execute("SELECT COUNT(*) FROM cases").fetchone()[0],
         "waitingArea": waiting_area(db),
     }

@@ -348,6 +348,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE cases ADD COLUMN client_id TEXT",
         "ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'window'",
     ]),
+    # 6: HELLO freshness and refusals (protocol/SPEC.md §4.2, §5.3). hello_ctr is the highest
+    # HELLO counter accepted from the device under the key whose fingerprint is hello_key; a
+    # HELLO must exceed it. A new key resets it (links/hello_guard.py). The counts make HELLO
+    # bursts and replays visible without alert targets (`hcp agent devices`, /metrics).
+    (6, [
+        "ALTER TABLE devices ADD COLUMN hello_ctr INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_key TEXT",
+        "ALTER TABLE devices ADD COLUMN hellos INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_replays INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_limited INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_bursts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE devices ADD COLUMN hello_refused_at REAL",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

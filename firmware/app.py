@@ -16,8 +16,10 @@ from firmware import flow as fl
 from firmware import ratings
 from firmware.buttons import Debouncer
 from firmware.clock import Clock
+from firmware.config import COUNTER_PATH
 from firmware.display import (Display, load_pack, P_PAUSED, P_THANKS, P_CORRUPT, P_MAINT,
                               P_SCAN_BAD)
+from firmware.hello_counter import HelloCounter
 from firmware.journal import Journal, JournalFull, JournalCorrupt
 from firmware.links.uplink import Uplink, UP
 from firmware.watchdog import Watchdog, HB_BUTTONS, HB_UI, HB_LINK
@@ -80,10 +82,11 @@ def open_journal(root, capacity, fs=None, size=ratings.PAYLOAD_SIZE):
 
 
 class App:
-    """One evaluator. `journal`, `link` and `clock` may be given (tests, simulator); otherwise
-    they are made from the board and the config."""
+    """One evaluator. `journal`, `link`, `clock` and `counter` (the HELLO counter) may be given
+    (tests, simulator); otherwise they are made from the board and the config."""
 
-    def __init__(self, board, cfg, key, journal=None, link=None, clock=None, phrases=None):
+    def __init__(self, board, cfg, key, journal=None, link=None, clock=None, phrases=None,
+                 counter=None):
         self.board = board
         self.cfg = cfg
         self.clock = clock if clock is not None else Clock()
@@ -111,8 +114,11 @@ class App:
         self.display = Display(board.fb, phrases)
         if link is None:
             link = make_link(board, cfg, j.boot_count)
+        if counter is None:
+            counter = HelloCounter(board.flash_path(COUNTER_PATH))
+        self.counter = counter
         self.session = Session(cfg.device_id, key, DEVICE)
-        self.uplink = Uplink(link, self.session, j, self.clock, self,
+        self.uplink = Uplink(link, self.session, j, self.clock, self, counter,
                              session_timeout_ms=cfg["session_timeout_s"] * 1000,
                              status_interval_ms=cfg["status_interval_s"] * 1000)
         self.watchdog = Watchdog(None)
@@ -316,6 +322,8 @@ class App:
             s += " UNREG"
         if not self.clock.synced:
             s += " T?"
+        if self.counter.damaged:      # HELLOs will be refused: a technician re-provisions
+            s += " CTR!"
         return s
 
     def _draw(self):

@@ -12,6 +12,7 @@ from firmware.flow import Tunables
 
 CONFIG_PATH = "config.json"
 KEY_PATH = "device.key"
+COUNTER_PATH = "hello.ctr"    # firmware/hello_counter.py: belongs to the key, lives beside it
 
 ROLES = ("window", "waiting_area")
 # A waiting-area record is 97 bytes on flash (it carries the scanned reference, ratings.py):

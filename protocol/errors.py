@@ -1,7 +1,7 @@
 """The one exception type RL1 decoders raise, with a stable reason code.
 
 Reason codes are short strings so they can label metrics ("frames rejected by reason") directly.
-SPEC.md §Errors lists them; keep the two in step.
+SPEC.md §10 lists them; keep the two in step.
 """
 
 TRUNCATED = "truncated"          # fewer bytes than the header or its length field promise
@@ -19,9 +19,11 @@ REPLAY = "replay"                # sequence already seen or older than the repla
 WRONG_DEVICE = "wrong_device"    # device id does not match the session / key / topic
 NO_SESSION = "no_session"        # a session frame arrived before the handshake completed
 BAD_PAYLOAD = "bad_payload"      # payload fields out of range or too short for the type
+BAD_SEQ = "bad_seq"              # a handshake frame (HELLO, HELLO_ACK) whose seq is not 0
 
 REASONS = (TRUNCATED, OVERSIZE, BAD_COBS, BAD_CRC, BAD_VERSION, BAD_FLAGS, BAD_LENGTH, BAD_TYPE,
-           WRONG_DIRECTION, UNSIGNED, BAD_MAC, REPLAY, WRONG_DEVICE, NO_SESSION, BAD_PAYLOAD)
+           WRONG_DIRECTION, UNSIGNED, BAD_MAC, REPLAY, WRONG_DEVICE, NO_SESSION, BAD_PAYLOAD,
+           BAD_SEQ)
 
 
 class ProtocolError(Exception):

@@ -161,8 +161,10 @@ def ref_record_len(rec):
 # --- payload codecs -------------------------------------------------------------------------
 # Each entry: (struct format of the fixed part, field names). Variable parts are handled below.
 _FIXED = {
-    HELLO: (">8s3sHIHIIB", ("nonce", "fw", "boot", "uptime", "cat_version", "low", "next_rseq",
-                            "status")),
+    # hello_ctr (offset 28) was appended under SPEC §7 V-4; the codec requires it, so a HELLO
+    # of the 28-byte first form is bad_payload (SPEC §4.2)
+    HELLO: (">8s3sHIHIIBI", ("nonce", "fw", "boot", "uptime", "cat_version", "low", "next_rseq",
+                             "status", "hello_ctr")),
     STATUS: (">BBHIIIIIHB", ("status", "ui_state", "boot", "uptime", "low", "next_rseq",
                              "unacked", "capacity", "cat_version", "last_error")),
     DACK: (">II", ("seq", "bitmap")),

@@ -7,12 +7,19 @@
 
 K_hello and K_s come from auth.hello_key / auth.session_key. A new HELLO starts a new session
 (new nonces, new key, sequences restart), which is how a device resumes after a reconnect.
+
+HELLO cannot be fresh by a nonce (the agent has sent nothing yet), so it carries the device's
+HELLO counter (`hello_ctr`, persisted on the device, firmware/hello_counter.py): the agent end
+accepts a HELLO only when its counter exceeds `hello_floor`, the highest it accepted before
+(the caller loads and persists the floor). A replayed HELLO is refused (`replay`) and changes
+nothing (SPEC.md §4.2, §5.3).
 """
 
 from protocol import frame as fr
 from protocol import messages as m
 from protocol.auth import Hmac, hello_key, session_key, NONCE_LEN, KEY_LEN
-from protocol.errors import ProtocolError, WRONG_DEVICE, WRONG_DIRECTION, NO_SESSION, UNSIGNED, REPLAY
+from protocol.errors import (ProtocolError, WRONG_DEVICE, WRONG_DIRECTION, NO_SESSION, UNSIGNED,
+                             REPLAY, BAD_SEQ)
 from protocol.replay import ReplayWindow
 
 DEVICE = "device"
@@ -37,6 +44,8 @@ class Session:
         self.nonce_agent = None
         self.tx_seq = 0
         self.rx = ReplayWindow()
+        # agent end: highest HELLO counter accepted under this key; a HELLO must exceed it
+        self.hello_floor = 0
 
     @property
     def established(self):
@@ -58,7 +67,8 @@ class Session:
 
     # -- handshake ---------------------------------------------------------------------------
     def hello(self, nonce, fields):
-        """Device: build HELLO (fields as messages.decode gives them, without `nonce`)."""
+        """Device: build HELLO (fields as messages.decode gives them, without `nonce`; with
+        `hello_ctr` from the device's persisted counter, a new value for every HELLO)."""
         if len(nonce) != NONCE_LEN:
             raise ValueError("nonce must be %d bytes" % NONCE_LEN)
         self.nonce_device = bytes(nonce)
@@ -121,12 +131,22 @@ class Session:
                 raise ProtocolError(UNSIGNED, "error code %d must be signed" % fields["code"])
             return f, f.type, fields
         if f.type == m.HELLO:
+            if f.seq != 0:
+                raise ProtocolError(BAD_SEQ, "HELLO with seq %d" % f.seq)
             fr.verify(f, self._hello)
             fields = m.decode(m.HELLO, f.payload)
+            ctr = fields["hello_ctr"]
+            if ctr <= self.hello_floor:
+                # a recorded HELLO sent again: refused before it touches the session
+                raise ProtocolError(REPLAY, "HELLO counter %d, already accepted %d"
+                                    % (ctr, self.hello_floor))
+            self.hello_floor = ctr
             self.nonce_device = fields["nonce"]
             self._key = None
             return f, f.type, fields
         if f.type == m.HELLO_ACK:
+            if f.seq != 0:
+                raise ProtocolError(BAD_SEQ, "HELLO_ACK with seq %d" % f.seq)
             if self.nonce_device is None:
                 raise ProtocolError(NO_SESSION, "HELLO_ACK without a HELLO")
             fields = m.decode(m.HELLO_ACK, f.payload)

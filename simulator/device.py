@@ -2,9 +2,10 @@
 host board (`firmware/board/sim.py`), run under CPython — not a copy, not a model of it.
 
 The device lives in its own folder, provisioned like a real one: `config.json`, `device.key`,
-`catalogue.bin` and `journal/` (real files). Power cuts are real: the journal writes through a
-`CutFs` (simulator/cutfs.py) that can stop the world inside a write; the dead app object is
-dropped and a new one boots from the same folder, recovering the journal as the device would.
+`catalogue.bin`, `hello.ctr` and `journal/` (real files). Power cuts are real: the journal and
+the HELLO counter write through a `CutFs` (simulator/cutfs.py) that can stop the world inside a
+write; the dead app object is dropped and a new one boots from the same folder, recovering the
+journal and the counter as the device would.
 
 Buttons are pressed on the SimBoard's raw inputs with contact bounce on press and release; the
 app's own 50 ms debouncer turns that into presses. A press counts as *accepted* when
@@ -24,6 +25,7 @@ from firmware import flow as fl
 from firmware.app import App, payload_size
 from firmware.board.sim import SimBoard, SimFB
 from firmware.clock import Clock
+from firmware.hello_counter import HelloCounter
 from firmware.journal import Journal
 
 from .cutfs import CutFs, PowerCut
@@ -142,8 +144,9 @@ class VirtualDevice:
         self.board.fb = SimFB()
         if self.port is not None:
             self.port.drain_device_side()    # a booting UART starts with an empty buffer
+        counter = HelloCounter(str(self.root / fwconfig.COUNTER_PATH), fs=self.fs)
         self.app = App(self.board, self.cfg, self.key, journal=journal,
-                       clock=Clock(ticks=self._ticks), phrases=self.phrases)
+                       clock=Clock(ticks=self._ticks), phrases=self.phrases, counter=counter)
         self.boots += 1
         self.on = True
         self.cut_deadline = 0.0

@@ -5,7 +5,9 @@ a real Mosquitto broker on a free loopback port, and a hall config with serial +
 The scripted device is deliberately small and independent of firmware/: it journals records in a
 dict, sends them with the protocol's RecordSender, frees them on ACK/HELLO_ACK, DACKs downlink
 frames, and says HELLO again on an unsigned ERROR no_session/bad_mac or when its HELLO went
-unanswered. All data is synthetic.
+unanswered. Like the firmware it counts its HELLOs (`hello_ctr`, SPEC §4.2) and sends STATUS as
+the first frame of a session (the agent sends nothing but HELLO_ACK before it). All data is
+synthetic.
 """
 from __future__ import annotations
 
@@ -73,10 +75,12 @@ class ScriptedDevice:
         self.errors: list[tuple[int, bool]] = []       # (code, signed)
         self.hello_acks = 0
         self.hellos = 0
+        self.hello_ctr = 0                             # the device's persisted HELLO counter
         self.on_ack: Callable[[int, bytes], None] | None = None
         self.rejected: list[str] = []
         self.sent_frames: list[bytes] = []             # every frame sent (for replay tests)
         self.paused = False                            # stop sending records (still answers)
+        self.confirm = True                            # send STATUS right after HELLO_ACK
         self._hello_at: int | None = None
         self._task: asyncio.Task | None = None
 
@@ -105,10 +109,17 @@ class ScriptedDevice:
 
     def say_hello(self) -> None:
         self.hellos += 1
+        self.hello_ctr += 1
         self._hello_at = now_ms()
         self.send(self.session.hello(os.urandom(8), {
             "fw": b"\x00\x01\x00", "boot": self.boot, "uptime": 5, "cat_version": 1,
-            "low": self.low, "next_rseq": self.next_rseq, "status": m.ST_CLOCK_SYNCED}))
+            "low": self.low, "next_rseq": self.next_rseq, "status": m.ST_CLOCK_SYNCED,
+            "hello_ctr": self.hello_ctr}))
+
+    def status_fields(self) -> dict:
+        return {"status": m.ST_CLOCK_SYNCED, "ui_state": 0, "boot": self.boot, "uptime": 5,
+                "low": self.low, "next_rseq": self.next_rseq, "unacked": len(self.journal),
+                "capacity": 50000, "cat_version": 1, "last_error": 0}
 
     def seal(self, type: int, fields: dict) -> bytes:
         return self.session.seal(type, fields)[1]
@@ -161,6 +172,8 @@ class ScriptedDevice:
             self._hello_at = None
             self.sender.reset(fields["cum"], fields["window"])
             self._free(fields["cum"])
+            if self.confirm:
+                self.send(self.seal(m.STATUS, self.status_fields()))   # confirms the session
         elif t == m.ACK:
             if self.on_ack is not None:
                 self.on_ack(fields["cum"], fields["sack"])
@@ -480,3 +493,26 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+SEED_CATALOGUE = ROOT / "edge_agent" / "deploy" / "catalogue.seed-0.json"
+
+
+def use_catalogue(tmp: Path, cfg: Path, version: int | None = None) -> dict:
+    """Make the agent of `cfg` push the seed catalogue (as `version` if given); skips the test
+    when no CJK font is installed to render it. Returns the catalogue."""
+    import json
+    from tests.conftest import require
+    from tools import bitmaps
+    try:
+        bitmaps.find_font_file()
+    except bitmaps.FontMissing as exc:
+        require(str(exc))
+    cat = json.loads(SEED_CATALOGUE.read_text(encoding="utf-8"))
+    if version is not None:
+        cat["version"] = version
+    (tmp / "cat.json").write_text(json.dumps(cat, ensure_ascii=False), encoding="utf-8")
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\ncatalogue = "cat.json"'),
+        encoding="utf-8")
+    return cat

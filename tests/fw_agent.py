@@ -100,6 +100,7 @@ class AgentEnd:
         self.dacked = 0
         self.cat_version = 0
         self.accept = True      # False: ERROR busy instead of committing (agent storage down)
+        self.last_hello = None  # the bytes of the last HELLO accepted (to replay it in tests)
 
     # commands
     def invite(self, invite_id, lifetime=60, staff_no="", name=None):
@@ -133,6 +134,10 @@ class AgentEnd:
         """A frame arrived from a frame transport (MQTT)."""
         self.up.put(now, frame)
 
+    def feed_raw(self, now, frame):
+        """Handle a frame as if it came from the device now (a replay injected by a test)."""
+        self._frame(now, frame)
+
     def step(self, now):
         if self.stream is not None:
             while True:
@@ -162,6 +167,7 @@ class AgentEnd:
             return
         if t == m.HELLO:
             self.hellos.append(fields)
+            self.last_hello = data
             self.rx.note_low(fields["low"])
             self.dl.reset()
             nonce = bytes([self.rng.next() & 0xFF for _ in range(8)])

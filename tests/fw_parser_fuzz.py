@@ -54,7 +54,8 @@ def signed_outcome(type, payload):
     down = type in m.DOWNLINK
     src, dst = (ag, dev) if down else (dev, ag)
     key = src._hello if type == m.HELLO else src._key
-    data = fr.build(type, fr.FLAG_DOWN if down else 0, DEV, 1, bytes(payload), key)
+    seq = 0 if type == m.HELLO else 1          # a HELLO always travels with seq 0 (SPEC §4.2)
+    data = fr.build(type, fr.FLAG_DOWN if down else 0, DEV, seq, bytes(payload), key)
     return _open(dst, data)
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from protocol import cobs, frame as fr, messages as m
+from protocol.auth import Hmac, hello_key
 from protocol.crc32 import crc32
 from protocol.session import AGENT, DEVICE, Session
 
@@ -20,6 +21,7 @@ KEY = bytes(range(0x40, 0x60))           # 32 synthetic bytes
 NONCE_D = bytes.fromhex("d1d2d3d4d5d6d7d8")
 NONCE_A = bytes.fromhex("a1a2a3a4a5a6a7a8")
 T0 = 1795000000                           # 2026-11-18T... UTC, synthetic
+HELLO_CTR = 37                            # the device's 37th HELLO under this key
 
 
 def _vector(name: str, direction: str, frame: bytes, valid: bool, error: str | None = None,
@@ -89,9 +91,10 @@ def build() -> list[dict]:
     """All vectors, in a stable order."""
     vs = []
     dev = Session(DEVICE_ID, KEY, DEVICE)
-    hello = dev.hello(NONCE_D, {"fw": bytes([0, 1, 0]), "boot": 12, "uptime": 35,
-                                "cat_version": 1, "low": 100, "next_rseq": 110,
-                                "status": m.ST_CLOCK_SYNCED})
+    hello_fields = {"fw": bytes([0, 1, 0]), "boot": 12, "uptime": 35, "cat_version": 1,
+                    "low": 100, "next_rseq": 110, "status": m.ST_CLOCK_SYNCED,
+                    "hello_ctr": HELLO_CTR}
+    hello = dev.hello(NONCE_D, hello_fields)
     vs.append(_vector("hello", "uplink", hello, True, kind="HELLO"))
     ag = Session(DEVICE_ID, KEY, AGENT)
     ag.open(hello)
@@ -229,6 +232,43 @@ def build() -> list[dict]:
                       "bad_payload", note="the length byte promises more reference bytes"))
     vs.append(_vector("garbage", "uplink", b"", False, "bad_cobs",
                       wire=bytes.fromhex("ff1300"), note="line noise: a code byte past the end"))
+    vs += _handshake_refusals(hello, hello_fields)
+    return vs
+
+
+def _handshake_refusals(hello: bytes, hello_fields: dict) -> list[dict]:
+    """Handshake frames a receiver must refuse (SPEC §4.2, §4.3, §5.3)."""
+    vs = []
+    vs.append(_vector("hello_replayed", "uplink", hello, False, "replay", prior=[hello],
+                      kind="HELLO", note="the agent accepted this HELLO before "
+                      "(prior_frames_hex): a replay, refused before it touches the session"))
+    dev = Session(DEVICE_ID, KEY, DEVICE)
+    older = dev.hello(bytes.fromhex("e1e2e3e4e5e6e7e8"),
+                      dict(hello_fields, hello_ctr=HELLO_CTR - 1))
+    vs.append(_vector("hello_stale_counter", "uplink", older, False, "replay", prior=[hello],
+                      kind="HELLO", note="a genuine earlier HELLO (counter 36) arriving after "
+                      "counter 37 was accepted"))
+    k_hello = Hmac(hello_key(KEY))
+    vs.append(_vector("hello_seq_nonzero", "uplink",
+                      fr.build(m.HELLO, 0, DEVICE_ID, 7, m.encode(m.HELLO, dict(
+                          hello_fields, nonce=NONCE_D)), k_hello),
+                      False, "bad_seq", kind="HELLO",
+                      note="correctly signed with K_hello, but a HELLO's seq must be 0"))
+    first_form = m.encode(m.HELLO, dict(hello_fields, nonce=NONCE_D))[:28]
+    vs.append(_vector("hello_without_counter", "uplink",
+                      fr.build(m.HELLO, 0, DEVICE_ID, 0, first_form, k_hello),
+                      False, "bad_payload", kind="HELLO",
+                      note="the 28-byte HELLO of firmware before hello_ctr: the agent requires "
+                      "the counter (SPEC §7)"))
+    ag = Session(DEVICE_ID, KEY, AGENT)
+    ag.open(hello)
+    ag.hello_ack(NONCE_A, {"time": T0, "cum": 99, "window": 128, "cat_version": 1})
+    payload = m.encode(m.HELLO_ACK, {"nonce": NONCE_A, "time": T0, "cum": 99, "window": 128,
+                                     "cat_version": 1})
+    vs.append(_vector("hello_ack_seq_nonzero", "downlink",
+                      fr.build(m.HELLO_ACK, fr.FLAG_DOWN, DEVICE_ID, 1, payload, ag._key),
+                      False, "bad_seq", kind="HELLO_ACK",
+                      note="signed with the right K_s, but a HELLO_ACK's seq must be 0"))
     return vs
 
 

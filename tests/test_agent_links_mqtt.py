@@ -225,3 +225,50 @@ def test_agent_state_is_retained_online(tmp_path):
                 c.disconnect()
                 c.loop_stop()
     asyncio.run(scenario())
+
+
+def test_replayed_hello_over_mqtt_is_refused_and_not_answered(tmp_path):
+    """SPEC §5.3 over the broker: 100 copies of the device's recorded HELLO (published with its
+    own credentials, the only way past the ACL) cost no downlink frame and no session."""
+    async def scenario():
+        async with _Rig(tmp_path) as r:
+            dev = await r.device(1002)
+            session = r.link.sessions[1002]
+            await wait_for(lambda: session.confirmed, 5)
+            captured = [f for f in dev.sent_frames if f[2] == m.HELLO][-1]
+            out, acks = session.stats["frames_out"], dev.hello_acks
+            mqtt_dev = r.devices[0]
+            for _ in range(100):
+                mqtt_dev.publish_raw(mqtt_dev.up, captured)
+            await wait_for(lambda: r.agent.rejected.get("replay") == 100, 15)
+            await asyncio.sleep(0.5)
+            assert session.stats["frames_out"] == out and dev.hello_acks == acks
+            assert dev.errors == [] and session.hellos == 1
+            dev.press(3)
+            await wait_for(lambda: not dev.journal, 10)
+            assert rating_rows(r.db, 1002) == [1]
+    asyncio.run(scenario())
+
+
+def test_hellos_held_by_the_broker_during_an_outage_let_the_device_in_at_once(tmp_path):
+    """The agent's links stop; the device keeps saying HELLO (a fresh counter each time) and
+    the broker holds them for the agent's persistent session. When the agent is back they all
+    arrive at once: the newest is answered (the device listens for no other), the stale ones
+    are neither answered nor charged to the token bucket."""
+    async def scenario():
+        async with _Rig(tmp_path, hello_rate=(3, 3600.0)) as r:
+            dev = await r.device(1002)
+            await wait_for(lambda: r.link.sessions[1002].confirmed, 5)
+            await stop_links(r.links)
+            for _ in range(12):
+                dev.say_hello()
+            await asyncio.sleep(0.5)
+            r.links = await start_links(r.agent, r.h.config, hello_rate=(3, 3600.0))
+            r.link = r.links[0]
+            session = r.link.sessions[1002]
+            await wait_for(lambda: dev.hello_acks == 2 and session.confirmed, 15)
+            assert session.guard.counts["limited"] == 0, session.guard.counts
+            dev.press(2)
+            await wait_for(lambda: not dev.journal, 10)
+            assert rating_rows(r.db, 1002) == [1]
+    asyncio.run(scenario())

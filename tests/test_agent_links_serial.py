@@ -267,11 +267,12 @@ def test_render_name_packs_mono_hlsb():
 
 
 def test_a_burst_of_hellos_raises_one_device_alert(tmp_path):
-    """SPEC §5.3: replayed HELLOs (or a boot loop) are counted; a burst alerts once per period,
-    through the same durable alert rows as a 差评 (the webhook is never reached here)."""
+    """SPEC §5.3: sessions started over and over (a boot loop, a flapping link) are counted; a
+    burst alerts once per period, through the same durable alert rows as a 差评 (the webhook is
+    never reached here). Replayed HELLOs: tests/test_agent_links_hello.py."""
     async def scenario():
         extra = '[alerts]\nwebhook_url = "http://127.0.0.1:9/hook"\n'
-        async with _Rig(tmp_path, extra, hello_burst=(3, 60.0)) as r:
+        async with _Rig(tmp_path, extra, hello_burst=(3, 60.0), hello_rate=(20, 1.0)) as r:
             await r.handshake()
             for _ in range(5):
                 n = r.session.hellos
@@ -279,6 +280,7 @@ def test_a_burst_of_hellos_raises_one_device_alert(tmp_path):
                 await wait_for(lambda: r.session.hellos > n, 5)
             await wait_for(lambda: r.h.q("SELECT COUNT(*) FROM alerts") == [(1,)], 5)
             assert r.session.hello_bursts == 1
+            await wait_for(lambda: r.h.q("SELECT hello_bursts FROM devices") == [(1,)], 5)
             kind, device, rating, payload = r.h.q(
                 "SELECT kind, device_id, rating_id, payload FROM alerts")[0]
             assert (kind, device, rating) == ("hello_burst", 1001, None)

@@ -13,7 +13,7 @@ from firmware.app import App
 from firmware.board.sim import FdStream, SimBoard
 from firmware.config import Config
 from fw_agent import Faults, AgentEnd
-from fw_rig import DEV, KEY, WALL, Rig
+from fw_rig import DEV, KEY, WALL, Rig, hello_after_reboot
 from protocol import messages as m
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,6 +61,11 @@ def test_lossy_pipe_exactly_once_with_reboot(tmp_path, seed):
     assert_exactly_once(rig.agent, made)
     assert rig.app.journal.boot_count == 2
     assert rig.app.uplink.counters["rejected"] > 0 or rig.agent.rejected > 0
+
+
+def test_hello_counter_survives_a_power_cut(tmp_path):
+    first, second, sent = hello_after_reboot(Rig(str(tmp_path)))
+    assert second > first and sent == 1        # one HELLO after the cut, accepted at once
 
 
 def test_agent_outage_backlog_drains(tmp_path):

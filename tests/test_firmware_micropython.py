@@ -45,6 +45,16 @@ def test_lossy_link_micropython(micropython):
     assert "exactly once 15" in out
 
 
+def test_hello_counter_survives_a_power_cut_micropython(micropython):
+    out = micropython.run(
+        "import os\nos.mkdir('/hc')\n"
+        "from fw_rig import Rig, hello_after_reboot\n"
+        "print('HELLO', *hello_after_reboot(Rig('/hc')))\n",
+        packages=PACKAGES, files=FILES)
+    first, second, sent = (int(x) for x in out.split("HELLO", 1)[1].split()[:3])
+    assert second > first and sent == 1
+
+
 def test_thousand_presses_heap_micropython(micropython):
     out = micropython.run(
         "import os\nos.mkdir('/mem')\nimport fw_memrun\n"

@@ -39,7 +39,7 @@ PAYLOADS = {
     m.HELLO: st.fixed_dictionaries({"nonce": st.binary(min_size=8, max_size=8),
                                     "fw": st.binary(min_size=3, max_size=3), "boot": u16,
                                     "uptime": u32, "cat_version": u16, "low": u32,
-                                    "next_rseq": u32, "status": u8}),
+                                    "next_rseq": u32, "status": u8, "hello_ctr": u32}),
     m.RECORDS: st.fixed_dictionaries({"low": u32, "records": st.lists(records, max_size=10)}),
     m.RECORDS_REF: st.fixed_dictionaries({"low": u32, "records": st.lists(ref_records, min_size=1,
                                                                            max_size=2)}),
@@ -99,10 +99,11 @@ def test_session_frame_round_trip(type, data):
 def test_handshake_and_stale_hello_ack():
     dev, ag = Session(7, KEY, DEVICE), Session(7, KEY, AGENT)
     hello_fields = {"fw": b"\x00\x01\x00", "boot": 1, "uptime": 2, "cat_version": 1, "low": 1,
-                    "next_rseq": 1, "status": 0}
+                    "next_rseq": 1, "status": 0, "hello_ctr": 1}
     ag.open(dev.hello(b"1" * 8, hello_fields))
     old_ack = ag.hello_ack(b"A" * 8, {"time": 1, "cum": 0, "window": 128, "cat_version": 1})
-    ag.open(dev.hello(b"2" * 8, hello_fields))   # device reconnects: new nonce
+    hello_fields["hello_ctr"] = 2
+    ag.open(dev.hello(b"2" * 8, hello_fields))   # device reconnects: new nonce, next counter
     new_ack = ag.hello_ack(b"B" * 8, {"time": 1, "cum": 0, "window": 128, "cat_version": 1})
     with pytest.raises(ProtocolError) as e:
         dev.open(old_ack)          # answers the earlier HELLO: its key is different

@@ -35,7 +35,10 @@ def test_vectors_cover_every_message_type_and_required_failures():
     assert types == set(NAMES.values())
     errors = {v["error"] for v in vs if not v["valid"]}
     assert {"bad_crc", "bad_mac", "truncated", "oversize", "bad_version", "bad_flags",
-            "replay"} <= errors
+            "replay", "bad_seq"} <= errors
+    # SPEC §4.2 / §5.3: a replayed HELLO and an older counter are refused (both runtimes)
+    assert {"hello_replayed", "hello_stale_counter", "hello_seq_nonzero",
+            "hello_ack_seq_nonzero", "hello_without_counter"} <= {v["name"] for v in vs}
     ten = [v for v in vs if v["valid"] and len(v["message"]["fields"].get("records", [])) == 10]
     assert ten, "a RECORDS frame with 10 records"
     for v in vs:

@@ -268,3 +268,37 @@ def test_waiting_area_device_is_provisioned_without_a_window(build_dir: Path, ha
     assert device_cli.main(["provision", "--dev-id", "1010", "--window", "A01",
                             "--waiting-area", "--port", "/dev/null", "--agent-config",
                             str(hall)]) == 2
+def test_provisioning_sets_the_hello_counter_for_the_key(board, build_dir: Path, hall: Path,
+                                                         tmp_path: Path) -> None:
+    """SPEC §4.2: the HELLO counter belongs to the key. A new key: the device's counter files
+    go (the agent resets its floor for a new key at start). The same key again (e.g. after the
+    flash was erased): the device's counter is raised above the floor the agent holds, read
+    from its database, or the agent would refuse the device's HELLOs as replays."""
+    from edge_agent import device_hellos
+    from edge_agent.store import open_database
+    from firmware.hello_counter import HelloCounter
+    ctr = board.fs_dir / "hello.ctr"
+    HelloCounter(str(ctr)).raise_to(700)            # left over from the board's last owner
+    assert provision(opts(hall, board.port, build_dir, dev_id=1010), say=lambda s: None) == 0
+    assert not ctr.exists() and not (board.fs_dir / "hello.ctr.tmp").exists()
+    key = agent_registry.read_key_file(load_config(hall).device(1010).key_file)
+
+    # the agent has run with this key and accepted HELLO counters up to 40
+    db = open_database(str(hall.parent / "agent.db"))
+    with db.atomic():
+        device_hellos.load_floor(db, 1010, device_hellos.key_fingerprint(key))
+        device_hellos.record(db, 1010, ctr=40, accepted=40)
+    db.close()
+    ctr.unlink(missing_ok=True)                      # the flash was erased meanwhile
+    notes: list[str] = []
+    assert provision(opts(hall, board.port, build_dir, dev_id=1010,
+                          key_file=Path(load_config(hall).device(1010).key_file)),
+                     say=notes.append) == 0
+    assert any("above the agent's 40" in n for n in notes), notes
+    assert HelloCounter(str(ctr)).next() == 41      # the device's next HELLO is fresh
+    # a dry run shows the same counter file
+    out = tmp_path / "dry"
+    assert provision(opts(hall, "/dev/ttyUSB0", build_dir, dev_id=1010, dry_run=out,
+                          key_file=Path(load_config(hall).device(1010).key_file)),
+                     say=lambda s: None) == 0
+    assert HelloCounter(str(out / "device" / "hello.ctr")).next() == 41

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 from pathlib import Path
 
+from edge_agent import device_hellos
 from edge_agent.config import Config, ConfigError, load_config
 from edge_agent.hall_file import HallFileError, remove_table, replace_checked, toml_str
 
@@ -108,6 +110,23 @@ def check_new_device(cfg: Config, dev_id: int, window: str | None, key: bytes | 
     return same
 
 
+def hello_floor(cfg: Config, dev_id: int, key: bytes) -> int | None:
+    """The highest HELLO counter the agent accepted from `dev_id` under `key` (read-only from its
+    database); None when it holds none for this key (a new key: the device starts afresh)."""
+    if not Path(cfg.storage).exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{cfg.storage}?mode=ro", uri=True, timeout=10)
+        try:
+            return device_hellos.floor_for_key(con, dev_id, device_hellos.key_fingerprint(key))
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise RegistryError(f"无法读取代理数据库 cannot read the agent database {cfg.storage} "
+                            f"({exc}): the device's HELLO counter must be set above what the "
+                            f"agent accepted; try again") from None
+
+
 def devices_block(dev_id: int, window: str | None, link: str, port: str | None,
                   key_file: Path) -> str:
     """The [[devices]] TOML block registering one device (window None: a waiting-area one)."""
@@ -163,7 +182,9 @@ def register(config_path: str | os.PathLike[str], dev_id: int, window: str | Non
 
 def retire(config_path: str | os.PathLike[str], dev_id: int) -> str:
     """Remove the device's [[devices]] block from hall.toml and delete its key file (the key is
-    revoked: once the agent reloads, the device's frames fail). Returns the removed key path."""
+    revoked: once the agent reloads, the device's frames fail). Returns the removed key path.
+    The agent's HELLO floor for the device stays with the deleted key's fingerprint, so a device
+    registered again under this id with a new key starts from 0 (device_hellos.load_floor)."""
     path = Path(config_path)
     cfg = load(path)
     dev = cfg.device(dev_id)

@@ -141,7 +141,7 @@ def device_rows(config_path: str) -> list[dict]:
                      "lastSeen": r.get("lastSeen"), "firmware": info.get("firmware"),
                      "backlog": info.get("backlog"), "clock": info.get("clock"),
                      "cumAck": r.get("cumAck"), "ratingsStored": r.get("ratingsStored", 0),
-                     "info": info})
+                     "hello": r.get("hello"), "info": info})
     for did, r in sorted(db_rows.items()):   # in the DB but no longer configured: retired
         info = r.get("info", {})
         rows.append({"deviceId": did, "window": r.get("window"), "link": None, "port": None,
@@ -149,7 +149,7 @@ def device_rows(config_path: str) -> list[dict]:
                      "lastSeen": r.get("lastSeen"), "firmware": info.get("firmware"),
                      "backlog": info.get("backlog"), "clock": info.get("clock"),
                      "cumAck": r.get("cumAck"), "ratingsStored": r.get("ratingsStored", 0),
-                     "info": info})
+                     "hello": r.get("hello"), "info": info})
     return rows
 
 

@@ -5,7 +5,8 @@ Steps (each printed in Chinese and English; each failure says what to check):
   1 check     build manifest, agent config, window; refuse an id/key registered to another device
   2 key       32 random bytes (secrets.token_bytes), or --key-file
   3 connect   the board answers on its USB serial REPL (MicroPython)
-  4 config    config.json + device.key written to the device (the key travels only over this cable)
+  4 config    config.json + device.key written to the device (the key travels only over this cable),
+              and its HELLO counter set for that key (below)
   5 copy      the build (firmware/, protocol/ .mpy, entry points, phrases.bin); the journal is kept
   6 verify    sha256 of every file computed *on the device* and compared with the manifest
   7 register  key file (0600) + [[devices]] entry in hall.toml (validated, atomic)
@@ -13,6 +14,13 @@ Steps (each printed in Chinese and English; each failure says what to check):
   9 hello     wait until the agent records the device online (its DB), unless --no-wait
 Registration comes after a verified copy so a failed flash leaves nothing half-registered; a
 re-run with the same --key-file recognises the registration as its own.
+
+The HELLO counter (protocol/SPEC.md §4.2, firmware/hello_counter.py) belongs to the key. The
+agent refuses a HELLO whose counter is not above the last one it accepted under that key (its
+"floor", read here from its database, read-only). A key the agent holds no floor for (a new key,
+or one it never saw): the device's counter files are removed, both ends start afresh. A key it
+holds a floor for (re-provisioning with --key-file, e.g. after the flash was erased): the
+device's counter is raised above the floor, or the agent would refuse its HELLOs as replays.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from firmware.hello_counter import HelloCounter
 from tools import agent_registry
 from tools.agent_registry import RegistryError
 from tools.firmware_build import BuildError, build, load_manifest
@@ -34,6 +43,7 @@ from tools.mpremote_link import DeviceError, Mpremote
 
 CONFIG_NAME = "config.json"     # firmware.config.CONFIG_PATH
 KEY_NAME = "device.key"         # firmware.config.KEY_PATH
+COUNTER_NAME = "hello.ctr"      # firmware.config.COUNTER_PATH (and COUNTER_NAME + ".tmp")
 SYSTEM_DIRS = ("firmware", "protocol")   # replaced whole; anything else (journal!) is kept
 STEPS = 9
 
@@ -160,6 +170,38 @@ for _p in %r:
 """
 
 
+_READ_COUNTER = """
+import binascii
+for _p in %r:
+    try:
+        with open(_p, 'rb') as _f:
+            print('C', _p, binascii.hexlify(_f.read()).decode() or '-')
+    except OSError:
+        print('M', _p)
+"""
+
+_SET_COUNTER = """
+import os
+for _p in %r:
+    try:
+        os.remove(_p)
+    except OSError:
+        pass
+if %r:
+    os.rename(%r, %r)
+"""
+
+
+def counter_file(device_files: dict[str, bytes], floor: int) -> bytes:
+    """The device's counter file raised above the agent's `floor`, computed by the firmware's own
+    code on a scratch copy of the device's counter files (name -> content)."""
+    with tempfile.TemporaryDirectory(prefix="hcp-ctr-") as td:
+        for name, data in device_files.items():
+            (Path(td) / name).write_bytes(data)
+        HelloCounter(str(Path(td) / COUNTER_NAME)).raise_to(floor)
+        return (Path(td) / COUNTER_NAME).read_bytes()
+
+
 def _dirs(paths: list[str]) -> list[str]:
     out: set[str] = set()
     for p in paths:
@@ -218,7 +260,10 @@ class Provisioner:
                 self.ok(f"from {o.key_file}, fingerprint {agent_registry.fingerprint(key)}")
             if o.dry_run is not None:
                 return self._dry_run(build_dir, manifest, conf, key, cfg)
-            return self._device(build_dir, manifest, conf, key, already)
+            # a key made just now cannot have a floor at the agent: its database is only read
+            # for a key the technician brought (--key-file)
+            floor = agent_registry.hello_floor(cfg, o.dev_id, key) if o.key_file else None
+            return self._device(build_dir, manifest, conf, key, already, floor)
         finally:
             if tmp_build is not None:
                 shutil.rmtree(tmp_build, ignore_errors=True)
@@ -237,6 +282,9 @@ class Provisioner:
                                        encoding="utf-8")
         (dev / KEY_NAME).unlink(missing_ok=True)
         agent_registry.write_key_file(dev / KEY_NAME, key)
+        floor = agent_registry.hello_floor(cfg, self.o.dev_id, key) if self.o.key_file else None
+        if floor is not None:
+            (dev / COUNTER_NAME).write_bytes(counter_file({}, floor))
         keys_dir = self.o.keys_dir or agent_registry.default_keys_dir(cfg)
         block = agent_registry.devices_block(self.o.dev_id, self.o.window, self.o.link,
                                               self.o.link_port, keys_dir / f"{self.o.dev_id}.key")
@@ -250,7 +298,7 @@ class Provisioner:
 
     # ------------------------------------------------------------------ the real thing
     def _device(self, build_dir: Path, manifest: dict, conf: dict, key: bytes,
-                already: bool) -> int:
+                already: bool, floor: int | None) -> int:
         o = self.o
         mp = Mpremote(o.port, o.mpremote_timeout_s)
         self.step("连接设备", f"connect to the board on {o.port}")
@@ -271,7 +319,8 @@ class Provisioner:
             agent_registry.write_key_file(key_path, key)
             mp.run("fs", "cp", str(conf_path), ":" + CONFIG_NAME, "+",
                    "fs", "cp", str(key_path), ":" + KEY_NAME, what="config 写配置")
-        self.ok(f"device_id {o.dev_id}, link {o.link}")
+            counter, counter_note = self._hello_counter(mp, floor, Path(td))
+        self.ok(f"device_id {o.dev_id}, link {o.link}; {counter_note}")
 
         self.step("复制固件", f"copy firmware {manifest['version']} ({manifest['total_size']} bytes)")
         paths = [f["path"] for f in manifest["files"]]
@@ -288,6 +337,8 @@ class Provisioner:
         expected = {f["path"]: f["sha256"] for f in manifest["files"]}
         expected[CONFIG_NAME] = _sha(conf_bytes)
         expected[KEY_NAME] = _sha(agent_registry.key_file_text(key))
+        if counter is not None:
+            expected[COUNTER_NAME] = _sha(counter)
         out = mp.exec(_HASHES % (sorted(expected),), what="verify 校验")
         got = {}
         for line in out.splitlines():
@@ -330,6 +381,30 @@ class Provisioner:
         self.say(f"开通完成 device {o.dev_id} provisioned "
                  + (f"at window {o.window}" if o.window else "in the waiting area"))
         return 0
+
+
+    def _hello_counter(self, mp: Mpremote, floor: int | None, td: Path
+                       ) -> tuple[bytes | None, str]:
+        """Set the device's HELLO counter for its key (module docstring). Returns the counter
+        file written (None when removed) and a note for the technician."""
+        tmp_name = COUNTER_NAME + ".tmp"
+        if floor is None:
+            mp.exec(_SET_COUNTER % ([COUNTER_NAME, tmp_name], False, "", ""),
+                    what="counter 握手计数器")
+            return None, "HELLO counter reset (新密钥 new key)"
+        files: dict[str, bytes] = {}
+        out = mp.exec(_READ_COUNTER % ([COUNTER_NAME, tmp_name],), what="counter 握手计数器")
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "C":
+                files[parts[1]] = b"" if parts[2] == "-" else bytes.fromhex(parts[2])
+        data = counter_file(files, floor)
+        local = td / tmp_name
+        local.write_bytes(data)
+        # written beside, then renamed: a pulled cable never leaves a torn counter file
+        mp.run("fs", "cp", str(local), ":" + tmp_name, what="counter 握手计数器")
+        mp.exec(_SET_COUNTER % ([], True, tmp_name, COUNTER_NAME), what="counter 握手计数器")
+        return data, f"HELLO counter above the agent's {floor} (同一密钥 same key)"
 
 
 def wait_for_hello(db_path: str, dev_id: int, since: float, timeout_s: float,

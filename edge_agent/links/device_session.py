@@ -5,6 +5,11 @@ session a non-blocking `send(frame) -> bool` to reach the device. The session do
 
 * HELLO -> HELLO_ACK (agent time, cumulative ack, window 128, catalogue version); the record
   window resumes from the cumulative ack, which survives agent restarts (persisted per device).
+  The protocol refuses a HELLO whose counter is not above the floor (a replay: counted, never
+  answered); a fresh one passes the per-device token bucket (`hello_guard.py`; over it: counted,
+  not answered), its counter is stored durably, and only then is it answered. HELLO_ACK is the
+  only answer: the catalogue, the selective ACK and every queued command wait until the device's
+  first frame under the new session key ("confirmed"), which a replayer cannot make (SPEC §5.3).
 * RECORDS -> `note_low`, `offer`, `await agent.ingest(new)`, `committed`, then ACK. Nothing is
   acknowledged before ingest returned (= COMMIT). If ingest fails: `abandon` and ERROR busy; the
   device keeps the records and resends them.
@@ -21,7 +26,6 @@ acked, or refused). The MQTT link sends its PUBACK only then.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import string
@@ -31,10 +35,12 @@ from typing import Any, Awaitable, Callable
 from protocol import frame as fr
 from protocol import messages as m
 from protocol.arq import DEFAULT_WINDOW, DownlinkSender, RecordReceiver
-from protocol.errors import BAD_MAC, BAD_PAYLOAD, NO_SESSION, ProtocolError
+from protocol.errors import BAD_MAC, BAD_PAYLOAD, NO_SESSION, REPLAY, ProtocolError
 from protocol.session import AGENT, Session
 
+from ..device_hellos import key_fingerprint
 from .catalogue_push import CataloguePush
+from .hello_guard import HELLO_BURST, HELLO_RATE, HelloGuard
 from .name_bitmap import render_name
 
 log = logging.getLogger("edge_agent.links.session")
@@ -45,9 +51,9 @@ _PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
 CANCEL_KEEP_S = 300.0     # a CANCEL nobody DACKs is dropped after this long
 CONFIG_KEEP_S = 3600.0    # catalogue chunks: resent until DACKed, for up to an hour a session
 TIME_EVERY_S = 3600.0     # a TIME frame this often keeps device clocks within a few seconds
-# (HELLOs, seconds): a device boots or reconnects a few times a day; ten sessions in ten
-# minutes means a boot loop, a flapping link or a replayed HELLO (SPEC §5.3) — alert once
-HELLO_BURST = (10, 600.0)
+HELLO_COUNTS_FLUSH_S = 1.0   # refused-HELLO counts reach the database in batches this often
+# a session is live while authenticated frames keep coming (the device sends STATUS every 60 s)
+SESSION_LIVE_S = 90.0
 
 
 def now_ms() -> int:
@@ -120,7 +126,8 @@ class DeviceSession:
     def __init__(self, agent: Any, device_id: int, key: bytes, send: Send, *, link: str,
                  window: int = DEFAULT_WINDOW, catalogue: CataloguePush | None = None,
                  reply_interval_s: float = 1.0, tick_s: float = 0.05,
-                 hello_burst: tuple[int, float] = HELLO_BURST) -> None:
+                 hello_burst: tuple[int, float] = HELLO_BURST,
+                 hello_rate: tuple[int, float] = HELLO_RATE) -> None:
         self.agent = agent
         self.device_id = device_id
         self.link = link
@@ -133,11 +140,15 @@ class DeviceSession:
         self._send = send
         self.link_up = False
         self.online = False
-        self.hellos = 0
-        self.hello_bursts = 0
-        self._hello_times: collections.deque[float] = collections.deque()
-        self._hello_burst = hello_burst
-        self._burst_quiet_until = 0.0
+        self.confirmed = False     # the device has sent a frame under the current session key
+        self._last_auth = 0.0      # monotonic time of the last frame under the session key
+        self.hellos = 0            # sessions answered since the agent started
+        self.guard = HelloGuard(hello_rate, hello_burst)
+        self._key_fp = key_fingerprint(key)
+        self._hello_info: dict = {}
+        self._hello_cat: int | None = None
+        self._hello_flush: asyncio.Task | None = None
+        self._replay_log = RateLimit(10.0)
         self.pending_ingests = 0
         self.stats = {"frames_in": 0, "frames_out": 0, "rejected": 0, "records_new": 0,
                       "records_dup": 0, "acks": 0, "busy": 0, "send_failed": 0}
@@ -154,8 +165,15 @@ class DeviceSession:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def hello_bursts(self) -> int:
+        return self.guard.counts["bursts"]
+
     async def load(self) -> None:
-        """Resume the record window from storage: persisted cum + rseqs stored above it."""
+        """Resume the record window from storage: persisted cum + rseqs stored above it; and
+        the HELLO counter floor of this device's key (reset when the key changed)."""
+        self.session.hello_floor = await self.agent.device_hello_floor(self.device_id,
+                                                                       self._key_fp)
         cum = await self.agent.device_cum_ack(self.device_id)
         self.receiver = RecordReceiver(cum)
         above = await self.agent.stored_rseqs_after(self.device_id, cum)
@@ -179,6 +197,9 @@ class DeviceSession:
             except asyncio.CancelledError:
                 pass
             self._timer = None
+        if self._hello_flush is not None and not self._hello_flush.done():
+            self._hello_flush.cancel()
+        await self._flush_hello_counts()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._persist_task is not None:
@@ -222,8 +243,11 @@ class DeviceSession:
             log.info("device error (unsigned)", extra={
                 "deviceId": self.device_id, "code": m.ERROR_NAMES.get(fields["code"], "?")})
             return _done()
+        self._last_auth = time.monotonic()
         seen = None
-        if not self.online:
+        if not self.confirmed:
+            seen = self._confirm()
+        elif not self.online:
             self.online = True
             seen = self._spawn(self._seen({"online": True, "link": self.link}))
         if t == m.RECORDS or t == m.RECORDS_REF:    # RECORDS_REF: scanned (SPEC §4.12)
@@ -256,13 +280,17 @@ class DeviceSession:
                                            "link": self.link})
         ftype = data[2] if len(data) > 2 else None
         flags = data[1] if len(data) > 1 else 0
-        if reason == NO_SESSION and (flags & fr.FLAG_SIGNED):
+        if ftype == m.HELLO and reason == REPLAY:
+            self._hello_replayed(exc)     # never answered: an answer is what a replayer wants
+        elif reason == NO_SESSION and (flags & fr.FLAG_SIGNED):
             # e.g. the agent restarted: tell the device to say HELLO again
             if self._replies.allow(NO_SESSION):
                 self._write(self.session.error_frame(m.E_NO_SESSION))
         elif reason == BAD_MAC and ftype == m.HELLO:
-            # a HELLO with the wrong key: the device was reprovisioned, or this is not it
-            if self._replies.allow(BAD_MAC):
+            # a HELLO with the wrong key: the device was reprovisioned, or this is not it. Not
+            # while the device talks to us in a live session: then it is not the device's HELLO,
+            # and the unsigned ERROR would only make the device start over.
+            if not self._live() and self._replies.allow(BAD_MAC):
                 self._write(self._unsigned_error(m.E_BAD_MAC))
         elif reason == BAD_PAYLOAD and self.session.established and len(data) >= 12:
             if self._replies.allow(BAD_PAYLOAD):
@@ -273,26 +301,45 @@ class DeviceSession:
         return fr.build(m.ERROR, fr.FLAG_DOWN, self.device_id, 0,
                         m.encode(m.ERROR, {"code": code, "ref_seq": 0}))
 
-    def _note_hello(self) -> None:
-        """SPEC §5.3: a replayed HELLO cannot be told from a real one, but a burst of them
-        (or a device rebooting over and over) is worth a person's look: alert once per period."""
-        count, period = self._hello_burst
-        now = time.monotonic()
-        times = self._hello_times
-        times.append(now)
-        while times and times[0] < now - period:
-            times.popleft()
-        if len(times) < count or now < self._burst_quiet_until:
+    def _live(self) -> bool:
+        """True while the device talks to us in a confirmed session."""
+        return self.confirmed and time.monotonic() - self._last_auth < SESSION_LIVE_S
+
+    def _hello_replayed(self, exc: ProtocolError) -> None:
+        """SPEC §5.3: a HELLO whose counter is not above the floor. Counted (database, metric,
+        `hcp agent devices`), logged now and then, alerted once per period in a burst."""
+        burst = self.guard.replayed()
+        self._schedule_hello_flush()
+        if self._replay_log.allow("replay"):
+            log.warning("replayed HELLO refused (not answered)", extra={
+                "deviceId": self.device_id, "link": self.link, "detail": exc.detail,
+                "replays": self.guard.counts["replayed"]})
+        if burst:
+            self._spawn(self._alert("hello_replay", {
+                "replays": self.guard.recent_replays, "periodS": self.guard.burst_period,
+                "link": self.link,
+                "message": "评价器握手帧被重放，已拒绝；请检查线路或网络是否被接入他人设备 "
+                           "recorded HELLO frames of this device are being sent again (refused): "
+                           "check the cable / network for a foreign device"}))
+
+    def _schedule_hello_flush(self) -> None:
+        if self._hello_flush is None or self._hello_flush.done():
+            self._hello_flush = asyncio.get_running_loop().create_task(self._hello_flush_later())
+
+    async def _hello_flush_later(self) -> None:
+        await asyncio.sleep(HELLO_COUNTS_FLUSH_S)    # a flood becomes one write a second
+        await self._flush_hello_counts()
+
+    async def _flush_hello_counts(self) -> None:
+        pending = self.guard.take_pending()
+        if not any(pending.values()):
             return
-        self.hello_bursts += 1
-        self._burst_quiet_until = now + period
-        log.warning("device HELLO burst: rebooting, or its HELLO is being replayed",
-                    extra={"deviceId": self.device_id, "hellos": len(times),
-                           "periodS": period, "link": self.link})
-        self._spawn(self._alert("hello_burst", {
-            "hellos": len(times), "periodS": period, "link": self.link,
-            "message": "评价器频繁重新连接（反复重启或握手帧被重放），请检查设备与线路 "
-                       "device keeps starting new sessions: check power, cable and network"}))
+        try:
+            await self.agent.record_hellos(self.device_id, **pending)
+        except Exception as exc:
+            self.guard.give_back(pending)
+            log.warning("HELLO counts not stored", extra={"deviceId": self.device_id,
+                                                          "reason": type(exc).__name__})
 
     async def _alert(self, kind: str, details: dict) -> None:
         try:
@@ -303,37 +350,93 @@ class DeviceSession:
                                                         "reason": type(exc).__name__})
 
     def _on_hello(self, fields: dict) -> Awaitable[None]:
+        # the protocol accepted it: authentic, seq 0, counter above the floor. The device has
+        # left its old session; queued commands go again in the new one.
+        self.confirmed = False
+        self.downlink.reset()
+        return self._spawn(self._answer_hello(fields))
+
+    def _superseded(self, fields: dict) -> bool:
+        """A newer HELLO of the device came in (several arrive at once after an outage: the
+        broker or the line held them): only the newest is answered, and only it is charged."""
+        return self.session.nonce_device != fields["nonce"] or self.session.established
+
+    async def _store_hello(self, ctr: int, accepted: int) -> bool:
+        """Persist the HELLO counter floor (and pending counts) before answering: after an
+        agent restart this HELLO must still be a replay."""
+        pending = self.guard.take_pending()
+        try:
+            await self.agent.record_hellos(self.device_id, ctr=ctr, accepted=accepted, **pending)
+            return True
+        except Exception as exc:
+            self.guard.give_back(pending)
+            log.warning("HELLO counter not stored (storage failing): answered anyway; until it "
+                        "is stored, an agent restart would accept this HELLO once more",
+                        extra={"deviceId": self.device_id, "reason": type(exc).__name__})
+            return False
+
+    async def _answer_hello(self, fields: dict) -> None:
+        if self._superseded(fields):
+            return                    # the newer HELLO's task stores the floor and answers
+        if not self.guard.admit():
+            if self._replay_log.allow("limited"):
+                log.warning("HELLO over the rate limit, not answered", extra={
+                    "deviceId": self.device_id, "link": self.link,
+                    "limited": self.guard.counts["limited"]})
+            await self._store_hello(fields["hello_ctr"], 0)
+            return
+        await self._store_hello(fields["hello_ctr"], 1)
+        if self._superseded(fields):
+            return
         self.hellos += 1
-        self._note_hello()
+        if self.guard.session_burst():
+            log.warning("device HELLO burst: it keeps starting sessions (reboots, link drops)",
+                        extra={"deviceId": self.device_id, "hellos": self.guard.recent_sessions,
+                               "periodS": self.guard.burst_period, "link": self.link})
+            self._spawn(self._alert("hello_burst", {
+                "hellos": self.guard.recent_sessions, "periodS": self.guard.burst_period,
+                "link": self.link,
+                "message": "评价器频繁重新连接（反复重启或线路不稳），请检查设备与线路 "
+                           "device keeps starting new sessions: check power, cable and network"}))
         # A-1 applies to HELLO too: the journal holds nothing un-acked below `low`
         self.receiver.note_low(fields["low"])
         cum = self.receiver.cum
         cat = self.catalogue.version if self.catalogue is not None else fields["cat_version"]
         ack = self.session.hello_ack(os.urandom(8), {
             "time": int(time.time()), "cum": cum, "window": self.window, "cat_version": cat})
-        self._write(ack)
-        _, sack = self.receiver.ack()
-        if any(sack):   # committed records above cum: say so now, before the device resends
-            self._send_ack()
-        self.downlink.reset()
+        self._write(ack)     # the only answer until the device confirms the session
         self._time_sent = time.monotonic()     # HELLO_ACK carried the time
-        if self.catalogue is not None and fields["cat_version"] != self.catalogue.version:
-            self._push_catalogue()
-        self._wake.set()
+        self._hello_cat = fields["cat_version"]
         self._schedule_persist()
-        self.online = True
         fw = fields["fw"]
         self._firmware = "%d.%d.%d" % (fw[0], fw[1], fw[2])
         log.info("device session", extra={
             "deviceId": self.device_id, "link": self.link, "firmware": self._firmware,
             "boot": fields["boot"], "cum": cum, "low": fields["low"],
-            "nextRseq": fields["next_rseq"], "hellos": self.hellos})
-        return self._spawn(self._seen({
+            "nextRseq": fields["next_rseq"], "hellos": self.hellos,
+            "helloCounter": fields["hello_ctr"]})
+        self._hello_info = {
             "online": True, "link": self.link, "firmware": self._firmware,
             "boot": fields["boot"], "clock": bool(fields["status"] & m.ST_CLOCK_SYNCED),
             "backlog": max(0, fields["next_rseq"] - fields["low"]), "session": self.hellos,
             "error": _status_error(fields["status"]),
-            "journal_full": bool(fields["status"] & m.ST_JOURNAL_FULL)}))
+            "journal_full": bool(fields["status"] & m.ST_JOURNAL_FULL)}
+
+    def _confirm(self) -> asyncio.Task:
+        """The device's first frame under the new session key: only the device can make it, so
+        the session is real. Now the agent sends what goes beyond HELLO_ACK (SPEC §5.3)."""
+        self.confirmed = True
+        self.online = True
+        _, sack = self.receiver.ack()
+        if any(sack):   # committed records above cum: say so before the device resends them
+            self._send_ack()
+        if self.catalogue is not None and self._hello_cat is not None \
+                and self._hello_cat != self.catalogue.version:
+            self._push_catalogue()
+        self._wake.set()
+        info = self._hello_info or {"online": True, "link": self.link}
+        self._hello_info = {}
+        return self._spawn(self._seen(info))
 
     def _on_records(self, f: fr.Frame, fields: dict, received_at: float) -> Awaitable[None]:
         self.receiver.note_low(fields["low"])
@@ -412,7 +515,7 @@ class DeviceSession:
     @property
     def reachable(self) -> bool:
         """True when a command sent now can reach the device."""
-        return self.link_up and self.online and self.session.established
+        return self.link_up and self.online and self.session.established and self.confirmed
 
     async def send_invite(self, invite_id: int, lifetime_s: int, staff_no: str,
                           staff_name: str) -> None:
@@ -477,7 +580,7 @@ class DeviceSession:
                 fut.set_result(None)
 
     def _pump(self) -> None:
-        if not (self.link_up and self.session.established):
+        if not (self.link_up and self.session.established and self.confirmed):
             return
         now = now_ms()
         mono = time.monotonic()

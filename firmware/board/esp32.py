@@ -151,6 +151,10 @@ class Board:
             w.connect(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
         return w.isconnected()
 
+    def flash_path(self, name):
+        """A file on the main filesystem, beside config.json and device.key (cwd is "/")."""
+        return name
+
     # journal partition
     def journal_root(self):
         """Mount the journal partition (once) and return its mount point. Raises OSError when

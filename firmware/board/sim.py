@@ -195,6 +195,13 @@ class SimBoard:
     def journal_root(self):
         return self.journal_dir
 
+    def flash_path(self, name):
+        """Where a file of the flash root (beside config.json and device.key) lives: the folder
+        holding the journal folder, as in a provisioned device folder (simulator/device.py)."""
+        d = self.journal_dir.rstrip("/")
+        i = d.rfind("/")
+        return (d[:i] if i > 0 else ".") + "/" + name
+
     def data_stream(self, cfg=None):
         return self.stream
 

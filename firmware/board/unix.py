@@ -356,6 +356,10 @@ class Board:
             self._mounted = True
         return JOURNAL_MOUNT
 
+    def flash_path(self, name):
+        """A file beside config.json and device.key: the process runs in the device's folder."""
+        return name
+
     def data_stream(self, cfg=None):
         return StdioStream(self)
 

@@ -63,12 +63,13 @@ class Backoff:
 class Uplink:
     """The device end of RL1 over one link."""
 
-    def __init__(self, link, session, journal, clock, host, session_timeout_ms=60000,
+    def __init__(self, link, session, journal, clock, host, counter, session_timeout_ms=60000,
                  status_interval_ms=60000, hello_timeout_ms=2000, sender=None,
                  random_bytes=None):
         self.link = link
         self.session = session
         self.journal = journal
+        self.counter = counter     # firmware.hello_counter.HelloCounter: hello_ctr of each HELLO
         self.clock = clock
         self.host = host
         self.session_timeout_ms = session_timeout_ms
@@ -161,10 +162,14 @@ class Uplink:
     def _send_hello(self, now):
         j = self.journal
         st = self.host.status_fields(now)
+        # a new counter value for every HELLO, retries included: the agent refuses any HELLO
+        # whose counter it has seen (SPEC §4.2); next() is durable before it returns
+        ctr = self.counter.next()
         data = self.session.hello(self.random_bytes(8), {
             "fw": bytes(FW_VERSION), "boot": j.boot_count & 0xFFFF,
             "uptime": self.clock.uptime_s(now) & 0xFFFFFFFF, "cat_version": st["cat_version"],
-            "low": j.low(), "next_rseq": j.next_rseq, "status": st["status"]})
+            "low": j.low(), "next_rseq": j.next_rseq, "status": st["status"],
+            "hello_ctr": ctr})
         self.link.send(data)
         self.counters["hello"] += 1
         self.counters["frames_up"] += 1
