@@ -42,11 +42,17 @@ def agent() -> None:
     print(agent_bench.report())
 
 
+def mqtt_ingest() -> None:
+    from tests.bench import mqtt_ingest_bench
+    print(mqtt_ingest_bench.report())
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "codec": codec,
     "link": link,
     "journal": journal,
     "agent": agent,
+    "mqtt-ingest": mqtt_ingest,
 }
 
 
