@@ -48,6 +48,10 @@ TIME_EVERY_S = 3600.0     # a TIME frame this often keeps device clocks within a
 # (HELLOs, seconds): a device boots or reconnects a few times a day; ten sessions in ten
 # minutes means a boot loop, a flapping link or a replayed HELLO (SPEC §5.3) — alert once
 HELLO_BURST = (10, 600.0)
+# A device's cumulative ack is written at most this often while it advances: once per frame
+# would add a write per RECORDS frame to every backlog drain. A cum left behind by a crash costs
+# nothing: `load` rebuilds the window from the rseqs stored above it (A-6 is about restarts).
+PERSIST_EVERY_S = 1.0
 
 
 def now_ms() -> int:
@@ -139,12 +143,14 @@ class DeviceSession:
         self._hello_burst = hello_burst
         self._burst_quiet_until = 0.0
         self.pending_ingests = 0
+        self._ack_due = False
         self.stats = {"frames_in": 0, "frames_out": 0, "rejected": 0, "records_new": 0,
                       "records_dup": 0, "acks": 0, "busy": 0, "send_failed": 0}
         self._commands: dict[tuple, int] = {}       # (kind, invite_id) -> downlink item id
         self._cmds: dict[int, _Command] = {}        # downlink item id -> command (until DACK)
         self._persisted = 0
         self._persist_task: asyncio.Task | None = None
+        self._persist_now = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._replies = RateLimit(reply_interval_s)
         self._tick_s = tick_s
@@ -181,6 +187,8 @@ class DeviceSession:
             self._timer = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        self._persist_now.set()
+        self._schedule_persist()
         if self._persist_task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._persist_task), 5)
@@ -385,6 +393,15 @@ class DeviceSession:
         self._schedule_persist()
 
     def _send_ack(self) -> None:
+        """ACK the receiver's state — once for everything that happened in this turn of the
+        event loop: a group commit completes many frames of a device at once, and one ACK
+        (cumulative + selective) covers them all."""
+        if not self._ack_due:
+            self._ack_due = True
+            asyncio.get_running_loop().call_soon(self._flush_ack)
+
+    def _flush_ack(self) -> None:
+        self._ack_due = False
         if not self.session.established:
             return
         cum, sack = self.receiver.ack()
@@ -399,8 +416,14 @@ class DeviceSession:
             self._persist_task = asyncio.get_running_loop().create_task(self._persist())
 
     async def _persist(self) -> None:
-        # one write in flight per device; loops while the cum moved on meanwhile (A-6)
+        # one write in flight per device, at most one per PERSIST_EVERY_S (stop: at once);
+        # loops while the cum moved on meanwhile (A-6)
         while self.receiver.cum > self._persisted:
+            if not self._persist_now.is_set():
+                try:
+                    await asyncio.wait_for(self._persist_now.wait(), PERSIST_EVERY_S)
+                except asyncio.TimeoutError:
+                    pass
             cum = self.receiver.cum
             try:
                 self._persisted = await self.agent.set_device_cum_ack(self.device_id, cum)

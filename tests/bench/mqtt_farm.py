@@ -159,6 +159,7 @@ def run(job: dict) -> dict:
     if sys.stdin.readline().strip() != "go":
         return {"error": "no go"}
     t_go = time.monotonic()
+    cpu0 = time.process_time()
     now = now_ms()
     for d in devices:
         if mode == "rl1":
@@ -193,10 +194,11 @@ def run(job: dict) -> dict:
             if t > deadline:
                 break
     t_end = max((d.done_at or time.monotonic()) for d in devices)
+    cpu_s = time.process_time() - cpu0
     records = backlog * len(devices)
     resent = sum(sum(1 for c in d.sends[1:] if c > 1) for d in devices)
     out = {
-        "t_go": t_go, "t_end": t_end, "records": records,
+        "t_go": t_go, "t_end": t_end, "records": records, "cpu_s": cpu_s,
         "unfinished": sum(1 for d in devices if d.done_at is None),
         "frames": sum(d.frames for d in devices),
         "records_sent": sum(sum(d.sends) for d in devices),

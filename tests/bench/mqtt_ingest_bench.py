@@ -105,6 +105,15 @@ def _broker(tmp: Path, devices: dict[int, dict], name: str) -> Broker:
     return b
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Farm:
     """tests/bench/mqtt_farm.py as a subprocess: job in, `ready`, `go`, result out."""
 
@@ -163,11 +172,16 @@ async def _durable(tmp: Path, devices: dict[int, dict], backlog: int) -> dict:
                      "timeout_s": PHASE_TIMEOUT_S})
         await _in_thread(farm.ready)
         cpu0 = time.process_time()
+        broker0 = _cpu_s(broker.proc.pid)
         farm.go()
         out = await asyncio.wait_for(_in_thread(farm.result), PHASE_TIMEOUT_S + 30)
         out["agent_cpu_s"] = time.process_time() - cpu0
-        out["dropped"] = link.dropped
-        out["over_receive_maximum"] = link.over_receive_maximum
+        out["broker_cpu_s"] = _cpu_s(broker.proc.pid) - broker0
+        out["dropped"] = agent.rejected.get("mqtt_queue_full", 0)
+        out["held_max"] = link.held_max
+        out["receive_maximum"] = link.receive_maximum
+        out["paused"] = link.paused
+        out["window"] = next(iter(link.sessions.values())).window
         out["connects"] = link.connects
         out["commits"] = agent.writer.commits
         out["stored"] = agent.reader().execute(
@@ -213,10 +227,12 @@ def _bare(tmp: Path, devices: dict[int, dict], backlog: int, name: str) -> dict:
                      "timeout_s": PHASE_TIMEOUT_S})
         farm.ready()
         cpu0 = time.process_time()
+        broker0 = _cpu_s(broker.proc.pid)
         farm.go()
         out = farm.result()
         if not all_in.wait(PHASE_TIMEOUT_S):
             raise RuntimeError(f"bare subscriber got {got['n']} of {frames} messages")
+        out["broker_cpu_s"] = _cpu_s(broker.proc.pid) - broker0
         out["t_end"] = got["last"]
         out["sub_cpu_s"] = time.process_time() - cpu0
         out["messages"] = got["n"]
@@ -263,16 +279,20 @@ def report(n_devices: int = DEVICES, backlog: int = BACKLOG) -> str:
         f"MQTT ingest: {r['devices']} devices x {r['backlog']} backlog records, one Mosquitto "
         f"(shipped ACL and limits), 10 records/frame",
         f"  {'bare paho subscriber (QoS 1, counts only)':<48} {b_rate:8.0f} ratings/s  1.00x  "
-        f"({b['messages']} messages, median of {' / '.join(f'{t:.2f}' for t in b['all_s'])} s)",
+        f"({b['messages']} messages, median of {' / '.join(f'{t:.2f}' for t in b['all_s'])} s; "
+        f"CPU s: subscriber {b['sub_cpu_s']:.1f}, devices {b['cpu_s']:.1f}, broker "
+        f"{b['broker_cpu_s']:.1f})",
         f"  {'agent: RL1 + SQLite commit + ACK (durable)':<48} {d_rate:8.0f} ratings/s  "
-        f"{d_rate / b_rate:5.2f}x  ({d['t_end'] - d['t_go']:.2f} s, agent CPU "
-        f"{d['agent_cpu_s']:.1f} s, {d['commits']} commits)",
+        f"{d_rate / b_rate:5.2f}x  ({d['t_end'] - d['t_go']:.2f} s, {d['commits']} commits; CPU s: "
+        f"agent {d['agent_cpu_s']:.1f}, devices {d['cpu_s']:.1f}, broker "
+        f"{d['broker_cpu_s']:.1f})",
         f"  device side: {d['frames']} frames, {d['records_sent']} records sent for {records} "
         f"({d['rl1_retransmitted']} RL1 retransmissions, {d['hellos']} HELLOs, "
         f"{d['link_dropped']} frames over the MQTT in-flight limit, {d['mqtt_resent']} MQTT "
         f"resends); median SRTT {d['srtt_ms']} ms, RTO {d['rto_ms']} ms",
-        f"  agent link: {d['dropped']} frames dropped at the queue, {d['over_receive_maximum']} "
-        f"messages beyond Receive Maximum, {d['connects']} connection(s)",
+        f"  agent link: {d['dropped']} frames dropped at the queue, at most {d['held_max']} "
+        f"messages held un-PUBACKed (Receive Maximum {d['receive_maximum']}), reading paused "
+        f"{d['paused']} times, RL1 window {d['window']}, {d['connects']} connection(s)",
         f"ratio={d_rate / b_rate:.2f} drops={d['dropped']} resent={resent:.1f}%",
     ]
     return "\n".join(lines)
