@@ -213,6 +213,10 @@ def test_invite_over_mqtt_and_device_state(tmp_path):
             assert status == 201, body
             await wait_for(lambda: len(dev.invites) == 1, 10)
             await wait_for(lambda: r.h.q("SELECT state FROM invitations") == [("sent",)], 10)
+            # HELLO_ACK (first downlink) went QoS 0, the INVITE QoS 1 (SPEC §9)
+            downs = re.findall(r"Received PUBLISH from hcp-agent-T01 \(d\d, q(\d), r\d, m\d+, "
+                               r"'hcp/v1/T01/1003/down'", r.broker.log())
+            assert downs[0] == "0" and "1" in downs, downs
             # the device goes away: its retained state says offline -> the agent marks it
             r.devices[0].client.publish(r.devices[0].state, b"offline", qos=1, retain=True)
             await wait_for(lambda: r.h.q("SELECT online FROM devices WHERE device_id = 1003")
