@@ -52,15 +52,15 @@ def _keys(config: Any, link: str) -> dict[int, bytes]:
 async def start_links(agent: Any, config: Any, **options: Any) -> list:
     """Create, register and start the links for `config.devices`. Returns the started links.
 
-    `options` are passed to every link (e.g. `reopen_s`, `silence_s` for serial ports;
+    `options` are passed to every link (e.g. `reopen_s`, `silence_s`, `poll_s` for serial ports;
     `receive_maximum` for MQTT; `window`, `catalogue`, `reply_interval_s` for sessions);
     unknown names raise TypeError. Without a `catalogue` option, the catalogue named by the
     config (`agent.catalogue`) is rendered and pushed to devices that hold another version.
     """
     if "catalogue" not in options:
         options["catalogue"] = load_catalogue_push(getattr(config, "catalogue_path", None))
-    serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "silence_s", "window",
-                   "catalogue", "reply_interval_s", "tick_s", "hello_burst")}
+    serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "silence_s", "poll_s",
+                   "window", "catalogue", "reply_interval_s", "tick_s", "hello_burst")}
     mqtt_opts = {k: v for k, v in options.items() if k in ("receive_maximum",
                  "keepalive", "client_id", "window", "catalogue",
                  "reply_interval_s", "tick_s", "hello_burst")}

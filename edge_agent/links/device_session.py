@@ -36,6 +36,7 @@ from protocol.session import AGENT, Session
 
 from .catalogue_push import CataloguePush
 from .name_bitmap import render_name
+from .waits import wait_event
 
 log = logging.getLogger("edge_agent.links.session")
 
@@ -419,11 +420,7 @@ class DeviceSession:
         # one write in flight per device, at most one per PERSIST_EVERY_S (stop: at once);
         # loops while the cum moved on meanwhile
         while self.receiver.cum > self._persisted:
-            if not self._persist_now.is_set():
-                try:
-                    await asyncio.wait_for(self._persist_now.wait(), PERSIST_EVERY_S)
-                except asyncio.TimeoutError:
-                    pass
+            await wait_event(self._persist_now, PERSIST_EVERY_S)
             cum = self.receiver.cum
             try:
                 self._persisted = await self.agent.set_device_cum_ack(self.device_id, cum)
@@ -528,16 +525,8 @@ class DeviceSession:
 
     async def _run_timer(self) -> None:
         while True:
-            if self.downlink.pending():
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._tick_s)
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                try:   # idle: still wake now and then for the periodic TIME
-                    await asyncio.wait_for(self._wake.wait(), 60.0)
-                except asyncio.TimeoutError:
-                    pass
+            # idle: still wake now and then for the periodic TIME
+            await wait_event(self._wake, self._tick_s if self.downlink.pending() else 60.0)
             self._wake.clear()
             try:
                 if self.reachable and time.monotonic() - self._time_sent >= TIME_EVERY_S:

@@ -56,6 +56,7 @@ from protocol.arq import DEFAULT_WINDOW
 from protocol.messages import MAX_RECORDS
 
 from .device_session import DeviceOffline, DeviceSession, RateLimit, unknown_device_error
+from .waits import wait_event
 
 log = logging.getLogger("edge_agent.links.mqtt")
 
@@ -201,10 +202,7 @@ class MqttLink:
                 c.disconnect()          # written after the publish; paho closes the socket then
                 closed = self._closed
                 if closed is not None:
-                    try:
-                        await asyncio.wait_for(closed.wait(), 2.0)
-                    except asyncio.TimeoutError:
-                        pass
+                    await wait_event(closed, 2.0)
             self._detach(None)
             self._client = None
 
@@ -243,10 +241,7 @@ class MqttLink:
             while not self._closed.is_set():
                 if c.loop_misc() != mqtt.MQTT_ERR_SUCCESS:   # keepalive: PINGREQ, timeout
                     break
-                try:
-                    await asyncio.wait_for(self._closed.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._closed, 1.0)
             if self.connects > connects:     # a CONNACK came: start the backoff afresh
                 delay = RECONNECT_S[0]
             await asyncio.sleep(delay)

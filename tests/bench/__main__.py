@@ -42,6 +42,11 @@ def agent() -> None:
     print(agent_bench.report())
 
 
+def serial_boot() -> None:
+    from tests.bench import serial_boot_bench
+    print(serial_boot_bench.report())
+
+
 def mqtt_ingest() -> None:
     from tests.bench import mqtt_ingest_bench
     print(mqtt_ingest_bench.report())
@@ -52,6 +57,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "link": link,
     "journal": journal,
     "agent": agent,
+    "serial-boot": serial_boot,
     "mqtt-ingest": mqtt_ingest,
 }
 
