@@ -384,7 +384,8 @@ def shipped_limits() -> tuple[str, ...]:
 
 def write_links_config(tmp: Path, *, serial_port: Path | None = None,
                        mqtt_devices: tuple[int, ...] = (), broker_port: int | None = None,
-                       agent_password: str = "", extra: str = "") -> tuple[Path, dict]:
+                       agent_password: str = "", extra: str = "", hall: str = HALL,
+                       agent_user: str = AGENT_USER) -> tuple[Path, dict]:
     """A hall.toml with device 1001 on `serial_port` (if given) and MQTT devices; returns the
     path and {device_id: key} (raw 32-byte key files under keys/). `extra` is appended TOML
     (more devices, an [alerts] table)."""
@@ -416,14 +417,14 @@ key_file = "keys/{did}.key"
 [broker]
 host = "127.0.0.1"
 port = {broker_port}
-username = "{AGENT_USER}"
+username = "{agent_user}"
 password = "{agent_password}"
 """
     text = f"""
 [hall]
 name = "测试大厅（虚构）"
 area_code = "{AREA}"
-hall_code = "{HALL}"
+hall_code = "{hall}"
 
 [agent]
 storage = "agent.db"
