@@ -11,7 +11,9 @@ into the real agent, against a bare subscriber on the same broker in the same ru
    RecordSender over the firmware's MQTT client). Every device says HELLO and drains a backlog of
    BACKLOG records; timed from HELLO to the last device holding an ACK for every record (an ACK
    follows the COMMIT). The agent's database must then hold every record exactly once.
-2. Bare: a fresh broker, a paho-mqtt 2.x subscriber (MQTT v5, QoS 1, paho's automatic PUBACK,
+2. Storage alone, for reference: the same records through `Agent.ingest` (no MQTT, no RL1),
+   each device with one 10-record batch in flight.
+3. Bare: a fresh broker, a paho-mqtt 2.x subscriber (MQTT v5, QoS 1, paho's automatic PUBACK,
    callbacks counting messages and nothing else) in this process where the agent ran, and the
    same farm publishing the same records in the same 10-record RECORDS frames, as fast as its
    MQTT client's in-flight limit allows. Timed from the first publish to the last message
@@ -40,6 +42,7 @@ from edge_agent.agent import Agent, Tuning
 from edge_agent.config import load_config
 from edge_agent.links import start_links, stop_links
 from edge_agent.logs import setup_logging
+from protocol import messages as m
 from tests.agent_links_support import (AGENT_USER, ROOT, Broker, mosquitto_missing,
                                        shipped_limits)
 from tests.agent_support import AREA, PRIVACY_KEY
@@ -197,6 +200,26 @@ async def _durable(tmp: Path, devices: dict[int, dict], backlog: int) -> dict:
     return out
 
 
+async def _storage(tmp: Path, devices: dict[int, dict], backlog: int) -> dict:
+    """The same records through `Agent.ingest` alone (no MQTT, no RL1): each device one
+    10-record batch in flight, as in the durable phase — the storage ceiling."""
+    sub = tmp / "storage"
+    sub.mkdir()
+    agent = Agent(load_config(_config(sub, devices, 1)), Tuning())
+    await agent.start()
+    try:
+        async def device(did: int) -> None:
+            for start in range(1, backlog + 1, 10):
+                recs = [m.Record(r, 1795000000 + r, 0, 1, 1 + r % 5, m.REC_UNSOLICITED)
+                        for r in range(start, min(start + 10, backlog + 1))]
+                await agent.ingest(did, recs, time.time())
+        t0, cpu0 = time.monotonic(), time.process_time()
+        await asyncio.wait_for(asyncio.gather(*(device(d) for d in devices)), PHASE_TIMEOUT_S)
+        return {"s": time.monotonic() - t0, "cpu_s": time.process_time() - cpu0}
+    finally:
+        await agent.stop()
+
+
 def _bare(tmp: Path, devices: dict[int, dict], backlog: int, name: str) -> dict:
     broker = _broker(tmp, devices, name)
     frames = len(devices) * ((backlog + 9) // 10)
@@ -253,11 +276,13 @@ def run(n_devices: int = DEVICES, backlog: int = BACKLOG) -> dict:
     with tempfile.TemporaryDirectory(prefix="hcp-mqtt-bench-") as name:
         tmp = Path(name)
         durable = asyncio.run(_durable(tmp, devices, backlog))
+        storage = asyncio.run(_storage(tmp, devices, backlog))
         runs = sorted((_bare(tmp, devices, backlog, f"broker-bare-{i}") for i in range(BARE_RUNS)),
                       key=lambda b: b["t_end"] - b["t_go"])
         bare = dict(runs[len(runs) // 2])
         bare["all_s"] = [b["t_end"] - b["t_go"] for b in runs]
-    return {"devices": n_devices, "backlog": backlog, "durable": durable, "bare": bare}
+    return {"devices": n_devices, "backlog": backlog, "durable": durable, "bare": bare,
+            "storage": storage}
 
 
 def report(n_devices: int = DEVICES, backlog: int = BACKLOG) -> str:
@@ -286,6 +311,9 @@ def report(n_devices: int = DEVICES, backlog: int = BACKLOG) -> str:
         f"{d_rate / b_rate:5.2f}x  ({d['t_end'] - d['t_go']:.2f} s, {d['commits']} commits; CPU s: "
         f"agent {d['agent_cpu_s']:.1f}, devices {d['cpu_s']:.1f}, broker "
         f"{d['broker_cpu_s']:.1f})",
+        f"  {'same records via Agent.ingest alone (storage)':<48} "
+        f"{records / r['storage']['s']:8.0f} ratings/s  {records / r['storage']['s'] / b_rate:5.2f}x"
+        f"  (CPU {r['storage']['cpu_s']:.1f} s)",
         f"  device side: {d['frames']} frames, {d['records_sent']} records sent for {records} "
         f"({d['rl1_retransmitted']} RL1 retransmissions, {d['hellos']} HELLOs, "
         f"{d['link_dropped']} frames over the MQTT in-flight limit, {d['mqtt_resent']} MQTT "
