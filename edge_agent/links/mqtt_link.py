@@ -120,7 +120,8 @@ class MqttLink:
         if not 1 <= receive_maximum <= 65535:
             raise ValueError("receive_maximum must be 1..65535 (MQTT v5 Receive Maximum)")
         self.receive_maximum = receive_maximum
-        session_opts.setdefault("window", mqtt_window(receive_maximum, len(devices)))
+        self.window = session_opts.setdefault("window", mqtt_window(receive_maximum,
+                                                                     len(devices)))
         self.sessions: dict[int, DeviceSession] = {
             did: DeviceSession(agent, did, key, self._sender(did), link="mqtt", **session_opts)
             for did, key in devices.items()}
@@ -175,8 +176,7 @@ class MqttLink:
         log.info("mqtt link starting", extra={"host": self.host, "port": self.port,
                                               "clientId": self.client_id,
                                               "receiveMaximum": self.receive_maximum,
-                                              "window": next(iter(self.sessions.values())).window
-                                              if self.sessions else None,
+                                              "window": self.window,
                                               "devices": sorted(self.sessions)})
 
     async def stop(self) -> None:

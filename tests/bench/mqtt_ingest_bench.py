@@ -184,7 +184,7 @@ async def _durable(tmp: Path, devices: dict[int, dict], backlog: int) -> dict:
         out["held_max"] = link.held_max
         out["receive_maximum"] = link.receive_maximum
         out["paused"] = link.paused
-        out["window"] = next(iter(link.sessions.values())).window
+        out["window"] = link.window
         out["connects"] = link.connects
         out["commits"] = agent.writer.commits
         out["stored"] = agent.reader().execute(
