@@ -325,25 +325,34 @@ class Broker:
     """A real Mosquitto on a free loopback port, with password file and the shipped ACL."""
 
     def __init__(self, tmp: Path, users: dict[str, str], acl: Path | None = ACL_FILE,
-                 port: int | None = None) -> None:
-        self.dir = Path(tmp) / "mosquitto"
+                 port: int | None = None, conf_lines: tuple[str, ...] = (),
+                 log_types: tuple[str, ...] = ("all",), name: str = "mosquitto") -> None:
+        """`conf_lines` are appended to the generated mosquitto.conf (e.g. the shipped limits,
+        `shipped_limits()`); `log_types` are its `log_type` lines (benchmarks log less)."""
+        self.dir = Path(tmp) / name
         self.dir.mkdir(exist_ok=True)
         self.port = port or free_port()
         self.users = users
         self.acl = acl
         self.proc: subprocess.Popen | None = None
         passwd = self.dir / "passwd"
-        first = True
-        for user, pw in users.items():
-            # the documented command (edge_agent/deploy/mosquitto/README.md)
-            subprocess.run([MOSQUITTO_PASSWD, *(["-c"] if first else []), "-b", str(passwd),
-                            user, pw], check=True, capture_output=True)
-            first = False
+        if len(users) <= 8:
+            first = True
+            for user, pw in users.items():
+                # the documented command (edge_agent/deploy/mosquitto/README.md)
+                subprocess.run([MOSQUITTO_PASSWD, *(["-c"] if first else []), "-b", str(passwd),
+                                user, pw], check=True, capture_output=True)
+                first = False
+        else:   # many devices: one plain-text file hashed in place by one mosquitto_passwd -U
+            passwd.write_text("".join(f"{u}:{pw}\n" for u, pw in users.items()))
+            subprocess.run([MOSQUITTO_PASSWD, "-U", str(passwd)], check=True, capture_output=True)
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous false",
                  f"password_file {passwd}", "persistence false", "user root",
-                 f"log_dest file {self.dir / 'mosquitto.log'}", "log_type all"]
+                 f"log_dest file {self.dir / 'mosquitto.log'}",
+                 *(f"log_type {t}" for t in log_types)]
         if acl is not None:
             lines.append(f"acl_file {acl}")
+        lines += conf_lines
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -378,15 +387,24 @@ class Broker:
 # ---------------------------------------------------------------------------------- config
 
 
+def shipped_limits() -> tuple[str, ...]:
+    """The queue and in-flight limits of the shipped broker config (deploy/mosquitto), for a
+    test broker that should behave like a hall's."""
+    keys = ("max_queued_messages", "max_inflight_messages", "max_packet_size")
+    conf = (ACL_FILE.parent / "hcp-broker.conf").read_text()
+    return tuple(line.strip() for line in conf.splitlines() if line.split(" ")[0] in keys)
+
+
 def write_links_config(tmp: Path, *, serial_port: Path | None = None,
                        mqtt_devices: tuple[int, ...] = (), broker_port: int | None = None,
                        agent_password: str = "", extra: str = "",
-                       waiting_area: tuple[int, ...] = (), serial_id: int = 1001
-                       ) -> tuple[Path, dict]:
+                       waiting_area: tuple[int, ...] = (), serial_id: int = 1001,
+                       hall: str = HALL, agent_user: str = AGENT_USER) -> tuple[Path, dict]:
     """A hall.toml with device `serial_id` on `serial_port` (if given) and MQTT devices; returns
     the path and {device_id: key} (raw 32-byte key files under keys/). Devices in
     `waiting_area` stand in the waiting area (no window). `extra` is appended TOML (more
-    devices, an [alerts] table). The test intake clients are configured (agent_support)."""
+    devices, an [alerts] table). The test intake clients are configured (agent_support).
+    `hall` and `agent_user` name the hall code and its agent's broker user."""
     write_client_keys(tmp)
     keys_dir = tmp / "keys"
     keys_dir.mkdir(exist_ok=True)
@@ -417,14 +435,14 @@ key_file = "keys/{did}.key"
 [broker]
 host = "127.0.0.1"
 port = {broker_port}
-username = "{AGENT_USER}"
+username = "{agent_user}"
 password = "{agent_password}"
 """
     text = f"""
 [hall]
 name = "测试大厅（虚构）"
 area_code = "{AREA}"
-hall_code = "{HALL}"
+hall_code = "{hall}"
 
 [agent]
 storage = "agent.db"

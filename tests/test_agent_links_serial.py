@@ -108,6 +108,32 @@ def test_unplug_and_replug_reopens_and_continues(tmp_path):
     asyncio.run(scenario())
 
 
+def test_boot_hello_sent_before_the_agent_reopens_is_answered(tmp_path):
+    """A device whose USB port re-enumerates as it boots says HELLO at once, before the agent
+    has the new port open. The agent opens it as soon as it appears (not after reopen_s, here
+    30 s) and keeps what was already in it, so that first HELLO is answered: no retry."""
+    async def scenario():
+        async with _Rig(tmp_path, reopen_s=30.0) as r:
+            await r.handshake()
+            r.dev.press(1)
+            await wait_for(lambda: not r.dev.journal, 5)
+            await r.dev.stop()
+            r.port.unplug()
+            await wait_for(lambda: not r.link.is_open, 5)
+            await asyncio.sleep(0.2)
+            r.dev.press(2)
+            r.dev.session = Session(1001, r.keys[1001], DEVICE)   # rebooted: a new session
+            hellos = r.dev.hellos
+            r.port.plug(r.dev)
+            r.dev.link_up()            # HELLO into the new port, the agent not there yet
+            r.dev.start()
+            await wait_for(lambda: r.dev.established, 5)
+            assert r.dev.hellos == hellos + 1      # the first HELLO was answered
+            await wait_for(lambda: not r.dev.journal, 5)
+            assert rating_rows(r.db, 1001) == [1, 2]
+    asyncio.run(scenario())
+
+
 def test_rejected_frames_are_counted_by_reason_and_store_nothing(tmp_path):
     async def scenario():
         async with _Rig(tmp_path) as r:

@@ -65,7 +65,10 @@ def test_rto_follows_rtt_and_backs_off():
     rto = Rto(initial=1000)
     for _ in range(20):
         rto.sample(100)
-    assert 100 <= rto.value < 400
+    assert rto.value == rto.lo == 1000   # RFC 6298 floor: a short RTT never goes below 1 s
+    for _ in range(20):
+        rto.sample(2000)
+    assert 2000 <= rto.value < 3000
     v = rto.value
     rto.backoff()
     assert rto.value == min(2 * v, rto.hi)

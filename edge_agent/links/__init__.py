@@ -53,12 +53,12 @@ def _keys(config: Any, link: str) -> dict[int, bytes]:
 async def start_links(agent: Any, config: Any, **options: Any) -> list:
     """Create, register and start the links for `config.devices`. Returns the started links.
 
-    `options` are passed to every link (e.g. `reopen_s`, `silence_s` for serial ports;
-    `receive_maximum`, `queue_limit`, `max_processing` for MQTT; `window`, `catalogue`,
-    `reply_interval_s`, `hello_burst`, `hello_rate` for sessions); unknown names raise
-    TypeError. Without a `catalogue` option, the catalogue the uploader holds for devices (the
-    platform's, or the file named by `agent.catalogue`) is rendered and pushed to devices that
-    hold another version, and a newer one fetched from the platform follows.
+    `options` are passed to every link (e.g. `reopen_s`, `silence_s`, `poll_s` for serial ports;
+    `receive_maximum` for MQTT; `window`, `catalogue`, `reply_interval_s`, `hello_burst`,
+    `hello_rate` for sessions); unknown names raise TypeError. Without a `catalogue` option, the
+    catalogue the uploader holds for devices (the platform's, or the file named by
+    `agent.catalogue`) is rendered and pushed to devices that hold another version, and a newer
+    one fetched from the platform follows.
     """
     follow = "catalogue" not in options
     if follow:
@@ -66,11 +66,11 @@ async def start_links(agent: Any, config: Any, **options: Any) -> list:
         current = current.current if current is not None else None
         options["catalogue"] = build_catalogue_push(current) if current else \
             load_catalogue_push(getattr(config, "catalogue_path", None))
-    serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "silence_s", "window",
-                   "catalogue", "reply_interval_s", "tick_s", "hello_burst",
+    serial_opts = {k: v for k, v in options.items() if k in ("reopen_s", "silence_s", "poll_s",
+                   "window", "catalogue", "reply_interval_s", "tick_s", "hello_burst",
                    "hello_rate")}
-    mqtt_opts = {k: v for k, v in options.items() if k in ("max_processing", "receive_maximum",
-                 "queue_limit", "keepalive", "client_id", "window", "catalogue",
+    mqtt_opts = {k: v for k, v in options.items() if k in ("receive_maximum",
+                 "keepalive", "client_id", "window", "catalogue",
                  "reply_interval_s", "tick_s", "hello_burst", "hello_rate")}
     unknown = set(options) - set(serial_opts) - set(mqtt_opts)
     if unknown:

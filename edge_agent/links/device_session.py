@@ -42,6 +42,7 @@ from ..device_hellos import key_fingerprint
 from .catalogue_push import CataloguePush
 from .hello_guard import HELLO_BURST, HELLO_RATE, HelloGuard
 from .name_bitmap import render_name
+from .waits import wait_event
 
 log = logging.getLogger("edge_agent.links.session")
 
@@ -54,6 +55,10 @@ TIME_EVERY_S = 3600.0     # a TIME frame this often keeps device clocks within a
 HELLO_COUNTS_FLUSH_S = 1.0   # refused-HELLO counts reach the database in batches this often
 # a session is live while authenticated frames keep coming (the device sends STATUS every 60 s)
 SESSION_LIVE_S = 90.0
+# A device's cumulative ack is written at most this often while it advances: once per frame
+# would add a write per RECORDS frame to every backlog drain. A cum left behind by a crash costs
+# nothing: `load` rebuilds the window from the rseqs stored above it (A-6 is about restarts).
+PERSIST_EVERY_S = 1.0
 
 
 def now_ms() -> int:
@@ -150,12 +155,14 @@ class DeviceSession:
         self._hello_flush: asyncio.Task | None = None
         self._replay_log = RateLimit(10.0)
         self.pending_ingests = 0
+        self._ack_due = False
         self.stats = {"frames_in": 0, "frames_out": 0, "rejected": 0, "records_new": 0,
                       "records_dup": 0, "acks": 0, "busy": 0, "send_failed": 0}
         self._commands: dict[tuple, int] = {}       # (kind, invite_id) -> downlink item id
         self._cmds: dict[int, _Command] = {}        # downlink item id -> command (until DACK)
         self._persisted = 0
         self._persist_task: asyncio.Task | None = None
+        self._persist_now = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._replies = RateLimit(reply_interval_s)
         self._tick_s = tick_s
@@ -202,6 +209,8 @@ class DeviceSession:
         await self._flush_hello_counts()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        self._persist_now.set()
+        self._schedule_persist()
         if self._persist_task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._persist_task), 5)
@@ -486,6 +495,15 @@ class DeviceSession:
         self._schedule_persist()
 
     def _send_ack(self) -> None:
+        """ACK the receiver's state — once for everything that happened in this turn of the
+        event loop: a group commit completes many frames of a device at once, and one ACK
+        (cumulative + selective) covers them all."""
+        if not self._ack_due:
+            self._ack_due = True
+            asyncio.get_running_loop().call_soon(self._flush_ack)
+
+    def _flush_ack(self) -> None:
+        self._ack_due = False
         if not self.session.established:
             return
         cum, sack = self.receiver.ack()
@@ -500,8 +518,10 @@ class DeviceSession:
             self._persist_task = asyncio.get_running_loop().create_task(self._persist())
 
     async def _persist(self) -> None:
-        # one write in flight per device; loops while the cum moved on meanwhile (A-6)
+        # one write in flight per device, at most one per PERSIST_EVERY_S (stop: at once);
+        # loops while the cum moved on meanwhile (A-6)
         while self.receiver.cum > self._persisted:
+            await wait_event(self._persist_now, PERSIST_EVERY_S)
             cum = self.receiver.cum
             try:
                 self._persisted = await self.agent.set_device_cum_ack(self.device_id, cum)
@@ -612,16 +632,8 @@ class DeviceSession:
 
     async def _run_timer(self) -> None:
         while True:
-            if self.downlink.pending():
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._tick_s)
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                try:   # idle: still wake now and then for the periodic TIME
-                    await asyncio.wait_for(self._wake.wait(), 60.0)
-                except asyncio.TimeoutError:
-                    pass
+            # idle: still wake now and then for the periodic TIME
+            await wait_event(self._wake, self._tick_s if self.downlink.pending() else 60.0)
             self._wake.clear()
             try:
                 if self.reachable and time.monotonic() - self._time_sent >= TIME_EVERY_S:

@@ -6,11 +6,18 @@ the loop like everything else. Writes go through a bounded buffer flushed with `
 device that stops reading can never block the loop.
 
 Unplug: a read error (EIO after the USB device vanished, a port that reports readiness but has no
-data, any SerialException/OSError) closes the port; it is reopened every `reopen_s` (1 s)
-forever, so a replugged device is back within a few seconds. After every open a lone 0x00 is
-sent so line noise already in the device's receiver ends there (SPEC R-S2).
+data, any SerialException/OSError) closes the port. The path is then watched every `poll_s`
+(50 ms, an os.stat): the port is opened as soon as the path names a device again, so an
+evaluator whose USB port re-enumerates as it boots is answered within a poll. A port that exists
+but will not open (permissions, busy) is retried every `reopen_s` (1 s), forever. After every
+open a lone 0x00 is sent so line noise already in the device's receiver ends there (SPEC R-S2).
 
-An open port is also checked every `reopen_s` while nothing goes wrong, because a read error is
+The port is opened without flushing its input (pyserial's open() would): the HELLO a device
+sends as it boots may be waiting there, and throwing it away left the device unanswered until
+its HELLO retry (1–2 s). Stale bytes are harmless: the COBS decoder resynchronises at the next
+0x00 and RL1 rejects frames of an old session (the device then says HELLO).
+
+An open port is also checked every `poll_s` while nothing goes wrong, because a read error is
 not the only way to lose the device:
 
 * Replaced: the configured path (a udev symlink such as /dev/serial/by-id/...) now names another
@@ -38,13 +45,22 @@ from protocol import cobs
 from protocol.errors import ProtocolError
 
 from .device_session import DeviceOffline, DeviceSession
+from .waits import wait_event
 
 log = logging.getLogger("edge_agent.links.serial")
 
 MAX_TX_BUFFER = 16 * 1024   # bytes of downlink frames waiting for the port
+POLL_S = 0.05               # how often the port's path is checked (one os.stat)
 # 1.5 x the firmware's STATUS interval (60 s); a device without a session says HELLO at least
 # every 30 s (firmware/links/uplink.py, HELLO backoff cap). Longer silence: gone or dead port.
 SILENCE_S = 90.0
+
+
+class _Port(serial.Serial):
+    """pyserial's port without the input flush in open() (see the module docstring)."""
+
+    def _reset_input_buffer(self) -> None:   # pyserial 3.5 calls it from open() only
+        pass
 
 
 class SerialLink:
@@ -53,15 +69,18 @@ class SerialLink:
     kind = "serial"
 
     def __init__(self, agent: Any, device_id: int, key: bytes, port: str, baud: int = 115200,
-                 reopen_s: float = 1.0, silence_s: float = SILENCE_S, **session_opts: Any) -> None:
+                 reopen_s: float = 1.0, silence_s: float = SILENCE_S, poll_s: float = POLL_S,
+                 **session_opts: Any) -> None:
         self.agent = agent
         self.device_id = device_id
         self.port = port
         self.baud = baud
         self.reopen_s = reopen_s
         self.silence_s = silence_s
+        self.poll_s = poll_s
         self._last_rx = 0.0
         self._opened_id: tuple[int, int] | None = None
+        self._opened_at = 0.0
         self.session = DeviceSession(agent, device_id, key, self._send, link="serial",
                                      **session_opts)
         self.opens = 0
@@ -100,17 +119,25 @@ class SerialLink:
 
     async def _run(self) -> None:
         last_problem = None
+        lost: tuple[int, int] | None = None    # the device node just lost, if any
         while True:
+            if lost is not None:
+                await self._until_replaced(lost)
+                lost = None
             try:
                 self._open()
             except (serial.SerialException, OSError, ValueError) as exc:
                 problem = _describe(exc)
+                missing = getattr(exc, "errno", None) == errno.ENOENT
                 if problem != last_problem:   # log each new problem once, not every second
                     log.warning("serial port unavailable", extra={
                         "deviceId": self.device_id, "port": self.port, "reason": problem,
-                        "retryS": self.reopen_s})
+                        "retryS": self.poll_s if missing else self.reopen_s})
                     last_problem = problem
-                await asyncio.sleep(self.reopen_s)
+                if missing:       # unplugged: open the moment it is back
+                    await self._until_present()
+                else:
+                    await asyncio.sleep(self.reopen_s)
                 continue
             last_problem = None
             log.info("serial port open", extra={"deviceId": self.device_id, "port": self.port,
@@ -121,7 +148,31 @@ class SerialLink:
             finally:
                 self._close()
             self.session.link_changed(False, reason)
-            await asyncio.sleep(self.reopen_s)
+            if reason == "serial_silent":
+                await asyncio.sleep(self.reopen_s)
+            else:
+                lost = self._opened_id
+
+    async def _until_present(self) -> None:
+        """Return once the port's path exists (checked every poll_s)."""
+        while not os.path.exists(self.port):
+            await asyncio.sleep(self.poll_s)
+
+    async def _until_replaced(self, lost: tuple[int, int]) -> None:
+        """After a loss: return at once if the port had been open for reopen_s; else once the
+        path names a device again after vanishing (unplugged and back) or names another node,
+        or reopen_s after the last open — a port that stays and fails right after every open is
+        not reopened more than once per reopen_s."""
+        deadline = self._opened_at + self.reopen_s
+        vanished = False
+        while time.monotonic() < deadline:
+            try:
+                st = os.stat(self.port)
+                if vanished or (st.st_rdev, st.st_ino) != lost:
+                    return
+            except OSError:
+                vanished = True
+            await asyncio.sleep(self.poll_s)
 
     async def _watch(self) -> str:
         """Wait while the open port is healthy; returns why it must be closed (see the module
@@ -130,12 +181,9 @@ class SerialLink:
         closed = self._closed
         assert closed is not None
         while True:
-            try:
-                await asyncio.wait_for(closed.wait(), self.reopen_s)
+            if await wait_event(closed, self.poll_s):
                 reason, self._lost_reason = self._lost_reason, None
                 return "serial_lost: " + (reason or "?")
-            except asyncio.TimeoutError:
-                pass
             if self._replaced():
                 log.warning("serial port replaced: reopening", extra={
                     "deviceId": self.device_id, "port": self.port})
@@ -154,7 +202,7 @@ class SerialLink:
         return (st.st_rdev, st.st_ino) != self._opened_id
 
     def _open(self) -> None:
-        ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0)
+        ser = _Port(self.port, self.baud, timeout=0, write_timeout=0)
         try:
             fd = ser.fileno()
             loop = asyncio.get_running_loop()
@@ -164,7 +212,7 @@ class SerialLink:
             self._closed = asyncio.Event()
             st = os.fstat(fd)
             self._opened_id = (st.st_rdev, st.st_ino)
-            self._last_rx = time.monotonic()
+            self._last_rx = self._opened_at = time.monotonic()
             loop.add_reader(fd, self._on_readable)
             self._flush()
         except BaseException:

@@ -55,9 +55,21 @@ def agent() -> None:
 def console() -> None:
     from tests.bench import console_bench
     print(console_bench.report())
+
+
 def upload_drain() -> None:
     from tests.bench import upload_bench
     print(upload_bench.report())
+
+
+def serial_boot() -> None:
+    from tests.bench import serial_boot_bench
+    print(serial_boot_bench.report())
+
+
+def mqtt_ingest() -> None:
+    from tests.bench import mqtt_ingest_bench
+    print(mqtt_ingest_bench.report())
 
 
 BENCHES: dict[str, Callable[[], None]] = {
@@ -69,6 +81,8 @@ BENCHES: dict[str, Callable[[], None]] = {
     "sim-runtime": sim_runtime,
     "console": console,
     "upload-drain": upload_drain,
+    "serial-boot": serial_boot,
+    "mqtt-ingest": mqtt_ingest,
 }
 
 
