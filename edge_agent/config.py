@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 LINKS = ("serial", "mqtt")
+# 评价渠道 of GB/T 39046 table 9 (the canonical profile's `channel`)
+GBT_CHANNELS = ("PC端", "移动服务端", "二维码", "政务大厅平板电脑", "政务大厅其他终端", "电话", "短信")
 ROLES = ("window", "waiting_area")
 UNSOLICITED = ("keep", "infer")
 CLIENT_KINDS = ("business", "queue")
@@ -80,6 +82,10 @@ class Upstream:
     batch_size: int = 20
     province_prefix: str | None = None
     pf: int | None = None
+    # channel of 纸质评价 (paper forms entered in the console): no public interface names one,
+    # so it is a setting; by default the hall's "other terminal" channel (see README)
+    paper_pf: int = 5
+    paper_channel: str = "政务大厅其他终端"
     dept_number: str | None = None
     area_code_length: int | None = None
     service_name: str = "窗口办理"
@@ -312,6 +318,12 @@ def _upstream(up_t: dict, hall: Hall, base: Path) -> Upstream:
     if "pf" in up_t:
         v["pf"] = _int_range(up_t, "pf", 5, 1, 6, "7 (系统默认评价 system default) is the "
                              "province's, never sent by a hall")
+    v["paper_pf"] = _int_range(up_t, "paper_pf", 5, 1, 6, "the channel code paper forms "
+                               "(纸质评价) are reported with; 7 is the province's system default")
+    v["paper_channel"] = _nonempty(up_t, "paper_channel", "upstream", False, "政务大厅其他终端")
+    if v["paper_channel"] not in GBT_CHANNELS:
+        raise ConfigError("upstream.paper_channel", "应为 GB/T 39046 评价渠道之一 must be one of "
+                          + "、".join(GBT_CHANNELS))
     v["dept_number"] = _nonempty(up_t, "dept_number", "upstream", False)
     if "area_code_length" in up_t:
         v["area_code_length"] = _get(up_t, "area_code_length", "upstream", int)

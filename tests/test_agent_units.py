@@ -127,6 +127,25 @@ def test_timed_out_reason_and_unmapped_tag_go_in_words(tmp_path):
     assert body["writingEvaluation"] == "排队等候时间长"
 
 
+def test_paper_form_rating_uses_the_paper_channel_and_its_own_words(tmp_path):
+    """A paper form's rating (binding 'paper') goes with `upstream.paper_pf` /
+    `paper_channel`, and the words copied from the paper are its written reason."""
+    from edge_agent.config import load_config
+    from tests.agent_support import write_config
+    cfg = load_config(write_config(tmp_path, extra_upstream='dept_number = "ZJ-DEPT-001"\n'
+                                                             'paper_pf = 6\npaper_channel = "短信"'))
+    ctx = BuildContext(cfg, lambda r: Reasons([]), None)
+    paper = _job(level=4)
+    paper.rating.update(paper=True, written="窗口人员离岗半小时")
+    sd = json.loads(get_profile("sd-epoint-json").body(RATING, [paper], ctx))["params"]
+    zj = get_profile("zj-offlinereport-form").body(RATING, [paper], ctx).decode()
+    gbt = json.loads(get_profile("gbt39046-json").body(RATING, [paper], ctx))
+    assert sd["pf"] == "6" and "pf=6" in zj and gbt["channel"] == "短信"
+    assert sd["writingEvaluation"] == gbt["writingEvaluation"] == "窗口人员离岗半小时"
+    device = json.loads(get_profile("sd-epoint-json").body(RATING, [_job(level=1)], ctx))
+    assert device["params"]["pf"] == "4"          # a device's rating keeps the evaluator channel
+
+
 def test_masks_and_scrub():
     cert = synthetic_id(1)
     assert mask_cert(cert) == cert[:4] + "**********" + cert[-4:]

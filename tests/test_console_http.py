@@ -51,6 +51,7 @@ def hall(tmp_path_factory):
     except BaseException:
         province.close()
         raise
+    h.province = province
     try:
         yield h
     finally:
@@ -350,7 +351,7 @@ def test_paper_form_four_eyes_audited_and_handed_to_outbox(hall):
             assert status == 303
             _, body = await b.get("/paper.json")
             f = json.loads(body)["forms"][0]
-            assert f["state"] == "confirmed" and f["stateName"] == "已确认，待接入上传"
+            assert f["state"] == "queued" and f["stateName"] == "已进入上传队列"
             assert f["reasons"] == ["服务态度差、不耐烦"] and f["checkedBy"] == "sup2"
             status, scan, headers = await b.get_bytes(f"/paper/{fid}/scan")
             assert status == 200 and scan == _png() and headers["Content-Type"] == "image/png"
@@ -363,19 +364,25 @@ def test_paper_form_four_eyes_audited_and_handed_to_outbox(hall):
     stored = Path(hall.config.console.scans_dir) / row[0]
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == row[1]
     assert (row[2], json.loads(row[3])) == (5, [107])
-    # confirmed forms wait: no rating, no upload job yet
-    assert hall.q("SELECT COUNT(*) FROM ratings WHERE binding = 'paper'") == [(0,)]
     actions = [r[0] for r in hall.q("SELECT action FROM console_audit WHERE action LIKE"
                                     " 'paper%' ORDER BY id")]
     assert actions == ["paper_entered", "paper_confirmed", "paper_scan_viewed"]
-    # the one hand-over function, against today's outbox
-    rid = hall.write(lambda db: paper_mod.hand_to_outbox(db, "T01", fid, 1))
+    # confirmed: a bound rating with its upload job, made in the same write as the confirmation
+    rid = hall.q("SELECT rating_id FROM paper_forms WHERE id = ?", (fid,))[0][0]
     rating = hall.q("SELECT global_id, device_id, level, reasons, binding, time_source, case_id"
                     " FROM ratings WHERE id = ?", (rid,))[0]
     assert rating[:6] == (f"T01-P-{fid}", 0, 5, "[107]", "paper", "paper")
-    assert hall.q("SELECT state FROM outbox WHERE rating_id = ?", (rid,)) == [("pending",)]
-    assert hall.q("SELECT state, rating_id FROM paper_forms WHERE id = ?", (fid,)) == \
-        [("queued", rid)]
+    # ... and the outbox sends it to the province like a device's rating, once, on the paper
+    # channel of the profile's settings
+    import time as _t
+    deadline = _t.monotonic() + 20
+    while hall.q("SELECT state FROM outbox WHERE rating_id = ?", (rid,)) != [("done",)]:
+        assert _t.monotonic() < deadline, hall.q("SELECT * FROM outbox WHERE rating_id = ?",
+                                                 (rid,))
+        _t.sleep(0.1)
+    sent = hall.province.records()[f"T01-P-{fid}"]["fields"]
+    assert sent["projectNo"] == "P-PAPER-1" and sent["levelCode"] == 5
+    assert sent["channel"] == hall.config.upstream.paper_channel == "政务大厅其他终端"
     with pytest.raises(paper_mod.ActionError):      # never twice
         hall.write(lambda db: paper_mod.hand_to_outbox(db, "T01", fid, 1))
 

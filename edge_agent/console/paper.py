@@ -5,10 +5,10 @@ Rules: a form is entered for a KNOWN case only (never without one, never for a c
 has a rating or another form), with a photo or scan of the paper kept on disk; a second user
 confirms it (四眼原则: never the one who entered it); every step is audited.
 
-Upload: a confirmed form waits in state `confirmed`. `hand_to_outbox` is the ONE place that
-turns it into a rating with an upload job; it is written against today's `ratings`/`outbox`
-tables and is not called by the console yet — the upload rewrite (edge_agent/upstream/) has to
-say which channel each profile uses for paper forms first (see README "Paper forms").
+Upload: confirming a form turns it into a bound rating with an upload job in the same
+transaction (`hand_to_outbox`, the one place that does it), state `queued`. The outbox sends it
+like any rating, with the channel the profile's settings give paper forms (`upstream.paper_pf`,
+`upstream.paper_channel`: no public interface names a paper channel, see the agent README).
 """
 from __future__ import annotations
 
@@ -123,8 +123,11 @@ def enter(db: sqlite_utils.Database, project_no: str, level: int, codes: list[in
 
 
 def check(db: sqlite_utils.Database, form_id: int, username: str, confirm: bool,
-          reason: str = "", ip: str | None = None) -> None:
-    """The second user confirms (or sends back) an entered form; never its own entry."""
+          reason: str = "", ip: str | None = None, hall_code: str = "",
+          cat_version: int = 0) -> int | None:
+    """The second user confirms (or sends back) an entered form; never its own entry. A
+    confirmed form goes to the upload queue at once (`hand_to_outbox`); returns its rating id
+    (None when sent back). `cat_version`: the catalogue its reason codes were chosen from."""
     row = db.execute("SELECT state, entered_by, case_id FROM paper_forms WHERE id = ?",
                      (form_id,)).fetchone()
     if row is None:
@@ -145,29 +148,34 @@ def check(db: sqlite_utils.Database, form_id: int, username: str, confirm: bool,
                 None if confirm else reason[:200], form_id))
     audit.record(db, username, "paper_confirmed" if confirm else "paper_rejected",
                  f"form {form_id}", None if confirm else reason[:200], ip)
+    return hand_to_outbox(db, hall_code, form_id, cat_version) if confirm else None
 
 
 def hand_to_outbox(db: sqlite_utils.Database, hall_code: str, form_id: int,
                    cat_version: int, now: float | None = None) -> int:
     """Turn a confirmed paper form into a bound rating with an upload job, in one transaction
-    (the caller's). Returns the rating id. NOT called yet: see the module docstring.
+    (the caller's). Returns the rating id.
 
     The rating: device 0 (no device), rseq = form id, global id `{hall}-P-{form id}`,
-    `time_source = 'paper'`, `binding = 'paper'`, assess time = 00:00 hall time of the date on
-    the form (the paper gives a date, not a time), the form's reason codes, flags 0.
+    `time_source = 'paper'`, `binding = 'paper'`, the form's reason codes, flags 0. The paper
+    gives a date, not a time: the assess time is 00:00 hall time of that date, or the case's
+    acceptance if that was later the same day (a rating never precedes its case, which the
+    provinces check).
     """
     now = time.time() if now is None else now
     row = db.execute("SELECT p.state, p.case_id, p.level, p.reasons, p.rated_on, c.window,"
-                     " c.rated_rating_id FROM paper_forms p JOIN cases c ON c.id = p.case_id"
+                     " c.rated_rating_id, c.accepted_at FROM paper_forms p JOIN cases c ON"
+                     " c.id = p.case_id"
                      " WHERE p.id = ?", (form_id,)).fetchone()
     if row is None or row[0] != "confirmed":
         raise ActionError("只有已确认的纸质评价可以进入上传队列")
-    state, case_id, level, reasons, rated_on, window, rated = row
+    state, case_id, level, reasons, rated_on, window, rated, accepted_at = row
     if rated is not None:
         raise ActionError("该办件已有评价（一次一评）")
     day = dt.date.fromisoformat(rated_on)
-    assess = dt.datetime(day.year, day.month, day.day,
-                         tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+    start = dt.datetime(day.year, day.month, day.day,
+                        tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+    assess = max(start, min(float(accepted_at), start + 86399))
     gid = f"{hall_code}-P-{form_id}"
     cur = db.execute(
         "INSERT INTO ratings(device_id, rseq, global_id, device_time, assess_time, time_source,"

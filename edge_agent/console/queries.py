@@ -27,7 +27,7 @@ GOOD_LEVELS = (1, 2, 3)
 FOLLOWUP_STATES = {"pending": "待回访", "called": "已回访（核实情况）", "rectifying": "整改中",
                    "feedback": "已反馈"}
 APPEAL_STATES = {"filed": "已申诉，待复核", "upheld": "复核：申诉成立", "rejected": "复核：申诉不成立"}
-PAPER_STATES = {"entered": "待复核确认", "confirmed": "已确认，待接入上传", "rejected": "已退回",
+PAPER_STATES = {"entered": "待复核确认", "confirmed": "已确认", "rejected": "已退回",
                 "queued": "已进入上传队列"}
 UNBOUND_REASONS = {
     "no_case": "窗口无可对应的办件", "unknown_invitation": "评价邀请未知",

@@ -370,12 +370,17 @@ async def paper_check(request: web.Request) -> web.StreamResponse:
     fid = int(request.match_info["fid"])
     form = await _form(request)
     confirm = form.get("decision") == "confirm"
+    hall = console.agent.config.hall.hall_code
+    version = console.book.version or 0
     try:
-        await console.write(lambda db: paper_mod.check(
-            db, fid, user["username"], confirm, str(form.get("reason", "")), _ip(request)))
+        queued = await console.write(lambda db: paper_mod.check(
+            db, fid, user["username"], confirm, str(form.get("reason", "")), _ip(request),
+            hall_code=hall, cat_version=version))
     except ActionError as exc:
         raise _back(request, "/paper", "error", str(exc))
-    raise _back(request, "/paper", "ok", f"纸质评价 #{fid} 已{'确认' if confirm else '退回'}")
+    if queued is not None:
+        console.agent.uploader.wake()     # upload it now, like a device's rating
+    raise _back(request, "/paper", "ok", f"纸质评价 #{fid} 已{'确认并进入上传队列' if confirm else '退回'}")
 
 
 async def paper_scan(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,7 @@ from .profiles.base import RATING, SERVICE, Job, Outcome
 REPUSH_LIMIT = 5     # "没有对应的服务数据" after this many re-pushes of the service: park the rating
 
 _RATING_COLS = ("id", "global_id", "attempts", "level", "assess_time", "assess_number",
-                "reasons", "flags", "cat_version", "case_id")
+                "reasons", "flags", "cat_version", "case_id", "binding", "written")
 
 
 def add_service(db, case_id: int, now: float, service_number: int = 1) -> None:
@@ -58,7 +58,10 @@ def due_ratings(db, now: float, limit: int, busy: set[int], need_service: bool) 
             " s.state = 'done')") if need_service else ""
     rows = db.execute(
         "SELECT o.id, o.global_id, o.attempts, r.level, r.assess_time, r.assess_number,"
-        " r.reasons, r.flags, r.cat_version, r.case_id FROM outbox o JOIN ratings r ON"
+        " r.reasons, r.flags, r.cat_version, r.case_id, r.binding,"
+        # a paper form's 文字评价 copied from the paper (devices have none)
+        " (SELECT p.written FROM paper_forms p WHERE p.rating_id = r.id)"
+        " FROM outbox o JOIN ratings r ON"
         f" r.id = o.rating_id WHERE o.state = 'pending' AND o.next_at <= ?{gate}"
         " ORDER BY o.next_at, o.id LIMIT ?", (now, limit + len(busy))).fetchall()
     rows = [dict(zip(_RATING_COLS, r)) for r in rows if r[0] not in busy][:limit]
@@ -66,6 +69,8 @@ def due_ratings(db, now: float, limit: int, busy: set[int], need_service: bool) 
     jobs = []
     for r in rows:
         rating = {k: r[k] for k in ("level", "assess_time", "flags", "cat_version")}
+        rating["paper"] = r["binding"] == "paper"
+        rating["written"] = r["written"] or ""
         rating["assess_number"] = r["assess_number"] or 1
         rating["reasons"] = json.loads(r["reasons"])
         jobs.append(Job(RATING, r["id"], r["global_id"], r["attempts"], cases[r["case_id"]],

@@ -83,6 +83,8 @@ def written_reason(rating: dict, reasons: Reasons) -> str:
     """The written reason that goes with a rating: a timed-out reason screen, or tags the
     province has no code for (named in words rather than replaced by a code)."""
     parts = list(reasons.texts)
+    if rating.get("written"):          # a paper form's own words
+        parts.append(rating["written"])
     if is_bad(rating["level"]) and not reasons.codes and not parts \
             and rating["flags"] & FLAG_REASON_TIMEOUT:
         parts.append(REASON_TIMEOUT_TEXT)
@@ -163,7 +165,10 @@ class Profile:
     def batch_limit(self, up: "Upstream") -> int:
         return max(1, min(self.max_batch, up.batch_size))
 
-    def pf(self, up: "Upstream") -> int:
+    def pf(self, up: "Upstream", rating: dict | None = None) -> int:
+        """The channel code: our evaluator's, or `paper_pf` for a paper form's rating."""
+        if rating is not None and rating.get("paper"):
+            return up.paper_pf
         return up.pf if up.pf is not None else (self.default_pf or 5)
 
     def area_length(self, up: "Upstream") -> int:
@@ -191,4 +196,5 @@ class Profile:
         return [f"level orientation: {self.orientation}",
                 f"records per request: {self.batch_limit(up)}, requests in flight: "
                 f"{up.max_in_flight}",
-                "service record first: " + ("yes" if self.needs_service else "no")]
+                "service record first: " + ("yes" if self.needs_service else "no"),
+                f"paper forms (纸质评价): pf {up.paper_pf}, channel {up.paper_channel}"]

@@ -27,7 +27,8 @@ class Gbt39046Json(Profile):
         assert r is not None
         reasons = ctx.reasons(r)
         body: dict[str, Any] = {
-            "projectNo": job.case["project_no"], "channel": CHANNEL,
+            "projectNo": job.case["project_no"],
+            "channel": ctx.config.upstream.paper_channel if r.get("paper") else CHANNEL,
             "assessTime": cst(r["assess_time"], "%Y%m%dT%H%M%S"),
             "assessNumber": r["assess_number"], "levelCode": r["level"],
             "levelName": LEVEL_NAMES[r["level"]], "evalDetail": reasons.codes,

@@ -81,7 +81,7 @@ class NationalSm2(Profile):
             "taskType": sr.task_type(c.get("task_type")),
             "projectNo": c["project_no"],
             "satisfaction": str(provincial(r["level"])),
-            "pf": str(self.pf(up)),
+            "pf": str(self.pf(up, r)),
             "name": job.applicant.get("name") or "",
             "evalDetail": ",".join(reasons.codes),
             "writingEvaluation": written_reason(r, reasons),

@@ -47,7 +47,7 @@ class SdEpointJson(Profile):
             reasons = ctx.reasons(r)
             window = ctx.config.window(c["window"])
             params = {
-                "projectno": self.prefix(up) + c["project_no"], "pf": str(self.pf(up)),
+                "projectno": self.prefix(up) + c["project_no"], "pf": str(self.pf(up, r)),
                 "satisfaction": str(provincial(r["level"])),
                 "assessTime": cst(r["assess_time"], DASH),
                 "assessNumber": r["assess_number"], "serviceNumber": job.service_number,

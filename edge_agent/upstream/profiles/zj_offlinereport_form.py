@@ -34,7 +34,7 @@ class ZjOfflineReportForm(Profile):
             "taskCode": c["task_code"], "taskName": c["task_name"],
             "projectNo": c["project_no"], "proStatus": str(c["status"]),
             "proDepartCode": up.dept_number or "", "proDepart": c["dept_name"],
-            "proManager": c["staff_name"], "pf": str(self.pf(up)),
+            "proManager": c["staff_name"], "pf": str(self.pf(up, r)),
             "certkeyGOV": job.applicant.get("certNo") or "",
             "userName": job.applicant.get("name") or "",
             "userProp": str(job.applicant.get("userProp") or ""),
